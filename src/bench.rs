@@ -1,0 +1,84 @@
+//! `certlab bench`: training throughput of the real engine (samples/s).
+use crate::config::{Arch, DatasetConfig, DatasetKind, ExperimentConfig, ModelConfig};
+use crate::train;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// Fashion-MNIST, MLP 2x100, batch 256, standard training: the figure in the foundation issue.
+pub fn fashion_mlp_config() -> ExperimentConfig {
+    let mut cfg = ExperimentConfig::default_experiment();
+    cfg.name = "bench-fmnist-mlp".into();
+    cfg.dataset = DatasetConfig {
+        kind: DatasetKind::FashionMnist,
+        ..DatasetConfig::default()
+    };
+    cfg.model = ModelConfig {
+        arch: Arch::Mlp,
+        hidden: vec![100, 100],
+        normalize: false,
+    };
+    cfg.train.batch_size = 256;
+    cfg.optimizer.lr = 1e-3;
+    cfg
+}
+
+/// Times `epochs` epochs of the configured method with the training loop's own step
+/// (`train::method_loss`, backward, optimiser step, loss read back as the loop does).
+pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<()> {
+    let cfg = match preset {
+        Some(p) => ExperimentConfig::load(&p)?,
+        None => fashion_mlp_config(),
+    };
+    let choice = crate::config::DeviceChoice::parse(device)
+        .with_context(|| format!("--device `{device}` is not one of: auto, cpu, cuda"))?;
+    let dev = train::pick_device(choice)?;
+    let mut prep = train::prepare(&cfg, dev)?;
+    let mut opt = train::optimizer(&prep.net, &cfg)?;
+    let n = prep.data.train_len();
+    let batch = cfg.train.batch_size as i64;
+    let sched = train::schedule(&cfg, cfg.train.warmup_epochs as f64 + cfg.train.ramp_epochs as f64);
+    let mut run_batches = |count: i64| {
+        let perm = Tensor::randperm(n, (Kind::Int64, dev));
+        let mut samples = 0i64;
+        for b in 0..count {
+            let len = batch.min(n - b * batch);
+            if len <= 0 {
+                break;
+            }
+            let idx = perm.narrow(0, b * batch, len);
+            let x = prep.data.train_x.index_select(0, &idx);
+            let y = prep.data.train_y.index_select(0, &idx);
+            let (loss, _) = train::method_loss(&prep.net, &x, &y, &cfg, &sched);
+            opt.zero_grad();
+            loss.backward();
+            let _ = loss.double_value(&[]);
+            opt.step();
+            samples += len;
+        }
+        samples
+    };
+    run_batches(20);
+    let steps = (n + batch - 1) / batch;
+    let t0 = Instant::now();
+    let mut samples = 0;
+    for _ in 0..epochs.max(1) {
+        samples += run_batches(steps);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let _ = &mut prep;
+    println!(
+        "{}: {} {} batch {} on {} ({} threads): {} samples in {:.3} s = {:.0} samples/s",
+        cfg.name,
+        cfg.train.method.name(),
+        prep.net.describe(),
+        batch,
+        train::device_name(dev),
+        tch::get_num_threads(),
+        samples,
+        secs,
+        samples as f64 / secs
+    );
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz`.
+use crate::config::{DeviceChoice, ExperimentConfig};
+use crate::run;
+use crate::train;
+use crate::worker::{self, Event, Level, Outcome, RunTarget};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+#[derive(Parser, Debug)]
+#[command(name = "certlab", version, about = "A workbench for robustness experiments on neural networks")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Open the workbench window (the default).
+    Gui {
+        /// A preset to open instead of the built-in default experiment.
+        preset: Option<PathBuf>,
+        /// Run folders to open in the run browser.
+        #[arg(long = "open")]
+        open: Vec<PathBuf>,
+    },
+    /// Train an experiment headless and write its run folder.
+    Run {
+        /// The experiment (a TOML preset).
+        preset: PathBuf,
+        /// The run folder to write (default: runs/<name>-<timestamp>); must not hold a run.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override the number of epochs.
+        #[arg(long)]
+        epochs: Option<u32>,
+        /// Override the device: auto, cpu or cuda.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// List run folders under DIR with their final metrics.
+    Runs {
+        #[arg(default_value = "runs")]
+        dir: PathBuf,
+    },
+    /// Print the torch version, the device picked, CUDA availability and thread count.
+    Info,
+    /// Measure training throughput (samples/s) of one epoch.
+    Bench {
+        /// The experiment to time (default: Fashion-MNIST MLP 2x100, batch 256).
+        preset: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Timed epochs (after one warm-up pass of 20 batches).
+        #[arg(long, default_value_t = 1)]
+        epochs: u32,
+    },
+}
+
+pub fn main_with(cli: Cli) -> Result<i32> {
+    match cli.command {
+        None => crate::ui::launch(None, vec![]).map(|_| 0),
+        Some(Cmd::Gui { preset, open }) => crate::ui::launch(preset, open).map(|_| 0),
+        Some(Cmd::Run {
+            preset,
+            out,
+            epochs,
+            device,
+        }) => run_cmd(preset, out, epochs, device),
+        Some(Cmd::Runs { dir }) => runs_cmd(&dir).map(|_| 0),
+        Some(Cmd::Info) => {
+            info_cmd();
+            Ok(0)
+        }
+        Some(Cmd::Bench {
+            preset,
+            device,
+            epochs,
+        }) => crate::bench::bench_cmd(preset, &device, epochs).map(|_| 0),
+    }
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice> {
+    DeviceChoice::parse(s)
+        .with_context(|| format!("--device `{s}` is not one of: auto, cpu, cuda"))
+}
+
+fn info_cmd() {
+    let device = tch::Device::cuda_if_available();
+    println!("certlab {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "torch version: {}",
+        option_env!("CERTLAB_TORCH_VERSION").unwrap_or("unknown")
+    );
+    println!(
+        "torch lib: {}",
+        option_env!("CERTLAB_TORCH_LIB").unwrap_or("unknown")
+    );
+    println!("device picked (auto): {}", train::device_name(device));
+    println!(
+        "cuda available: {} ({} device(s), cudnn {})",
+        tch::Cuda::is_available(),
+        tch::Cuda::device_count(),
+        tch::Cuda::cudnn_is_available()
+    );
+    println!("threads: {}", tch::get_num_threads());
+}
+
+fn run_cmd(
+    preset: PathBuf,
+    out: Option<PathBuf>,
+    epochs: Option<u32>,
+    device: Option<String>,
+) -> Result<i32> {
+    let mut cfg = ExperimentConfig::load(&preset)?;
+    if let Some(e) = epochs {
+        cfg.train.epochs = e;
+    }
+    if let Some(d) = &device {
+        cfg.device = parse_device(d)?;
+    }
+    let problems = cfg.validate();
+    if !problems.is_empty() {
+        bail!(crate::config::ConfigError::Invalid {
+            origin: "command-line overrides".into(),
+            problems
+        });
+    }
+    let dev = train::pick_device(cfg.device)?;
+    let target = match out {
+        Some(d) => RunTarget::Dir(d),
+        None => RunTarget::Under(PathBuf::from("runs")),
+    };
+    let mut handle = worker::spawn(cfg.clone(), target, dev, Box::new(|| {}))?;
+    let cancel = handle.cancel.clone();
+    // A second Ctrl-C while stopping is ignored: the run ends after the current batch.
+    let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+    let tty = std::io::stderr().is_terminal();
+    let mut total_epochs = cfg.train.epochs;
+    let mut run_dir = None;
+    let mut outcome = None;
+    for ev in handle.events.iter() {
+        match ev {
+            Event::Started {
+                run_dir: d,
+                device,
+                total_epochs: t,
+                ..
+            } => {
+                total_epochs = t;
+                eprintln!("run folder {} on {device}", d.display());
+                run_dir = Some(d);
+            }
+            Event::Progress {
+                epoch,
+                epoch_fraction,
+                loss,
+                ..
+            } => {
+                if tty {
+                    let done = ((epoch - 1) as f32 + epoch_fraction) / total_epochs as f32;
+                    let bar = (done * 30.0).round() as usize;
+                    eprint!(
+                        "\r[{}{}] epoch {epoch}/{total_epochs} {:>3.0}%  loss {loss:.4}   ",
+                        "#".repeat(bar),
+                        " ".repeat(30 - bar.min(30)),
+                        epoch_fraction * 100.0
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+            }
+            Event::Log { level, message } => {
+                if tty {
+                    eprint!("\r{}\r", " ".repeat(70));
+                }
+                match level {
+                    Level::Info => eprintln!("{message}"),
+                    Level::Warn => eprintln!("warning: {message}"),
+                    Level::Error => {}
+                }
+            }
+            Event::Finished { outcome: o } => outcome = Some(o),
+            Event::Metrics(_) | Event::Decision(_) | Event::Paused(_) => {}
+        }
+    }
+    handle.join();
+    match outcome {
+        Some(Outcome::Completed) => {
+            if let Some(d) = run_dir {
+                println!("{}", d.display());
+            }
+            Ok(0)
+        }
+        Some(Outcome::Cancelled) => {
+            eprintln!("stopped; metrics so far are kept");
+            Ok(130)
+        }
+        Some(Outcome::Failed(e)) => {
+            eprintln!("error: {e}");
+            Ok(1)
+        }
+        None => bail!("the trainer thread ended without reporting an outcome"),
+    }
+}
+
+fn fmt_acc(v: Option<f64>) -> String {
+    v.map_or("-".into(), |a| format!("{:.4}", a))
+}
+
+fn runs_cmd(dir: &std::path::Path) -> Result<()> {
+    let runs = run::list_runs(dir)?;
+    if runs.is_empty() {
+        println!("no run folders in {}", dir.display());
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<10} {:<10} {:>6} {:>9} {:>9} {:>9}  cert",
+        "run", "method", "status", "epoch", "loss", "clean", "pgd"
+    );
+    for r in runs {
+        match r {
+            Ok(r) => {
+                let last = r.last();
+                let cert = last
+                    .map(|m| {
+                        m.cert_acc
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v:.4}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{:<40} {:<10} {:<10} {:>6} {:>9} {:>9} {:>9}  {}",
+                    r.name(),
+                    r.config.train.method.name(),
+                    r.status(),
+                    last.map_or("-".into(), |m| m.epoch.to_string()),
+                    last.map_or("-".into(), |m| format!("{:.4}", m.train_loss)),
+                    fmt_acc(last.map(|m| m.clean_acc)),
+                    fmt_acc(last.and_then(|m| m.pgd_acc)),
+                    cert
+                );
+            }
+            Err(e) => println!("(unreadable) {e}"),
+        }
+    }
+    Ok(())
+}

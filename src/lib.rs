@@ -1,0 +1,17 @@
+//! certlab: a workbench for robustness experiments on neural networks.
+//!
+//! Engine modules (`config`, `data`, `model`, `bounds`, `attack`, `eval`, `train`, `run`,
+//! `worker`) never touch egui; `ui` never touches a tensor.
+pub mod attack;
+pub mod bench;
+pub mod bounds;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod metrics;
+pub mod model;
+pub mod run;
+pub mod train;
+pub mod ui;
+pub mod worker;

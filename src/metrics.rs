@@ -1,0 +1,131 @@
+//! The records of a run: one [`EvalRecord`] per evaluation, written as a line of
+//! `metrics.jsonl` and sent to the UI as `Event::Metrics`. Plain data: no tensors, no egui.
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One evaluation. Accuracies are fractions in [0, 1].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EvalRecord {
+    pub epoch: u32,
+    /// Optimiser steps taken so far.
+    pub step: u64,
+    /// Seconds since the run started.
+    pub time_s: f64,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Training accuracy on clean inputs over the epoch.
+    pub train_acc: f64,
+    /// Clean accuracy on the whole test split.
+    pub clean_acc: f64,
+    /// The training eps in force at the end of the epoch (after the ramp).
+    pub train_eps: f64,
+    pub lr: f64,
+    /// Robust evaluation at the first eval eps (on the fixed robust subset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_eps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgd_acc: Option<f64>,
+    /// Certified accuracy keyed by bound method (`ibp`, `crown-ibp`, `fastlin`, `crown`, `lipschitz`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cert_acc: BTreeMap<String, f64>,
+    /// Evaluations at the further eval eps values, if more than one is configured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_eps: Vec<EpsEval>,
+    /// Lipschitz estimates of the whole network keyed by estimator.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lipschitz: BTreeMap<String, f64>,
+    /// Relaxation-gap statistics (seed 001).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<GapStats>,
+}
+
+/// Robust evaluation at one eps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EpsEval {
+    pub eps: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pgd_acc: Option<f64>,
+    pub cert_acc: BTreeMap<String, f64>,
+}
+
+/// Tightness statistics of the linear relaxation on the robust subset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GapStats {
+    /// The bound method the statistics are for.
+    pub method: String,
+    /// Mean number of unstable ReLUs (l < 0 < u) per example, one entry per ReLU layer.
+    pub unstable_per_layer: Vec<f64>,
+    /// Mean r1 (sum over rows of `p_t - m_t`) per example.
+    pub r1_mean: f64,
+    /// Mean r2 per example.
+    pub r2_mean: f64,
+    /// Fraction of examples whose relaxed margin bound is exact (r1 within 1e-6 relative).
+    pub frac_exact: f64,
+    /// Histogram of `p_t - m_t` over all examples and rows t != y.
+    pub hist_edges: Vec<f64>,
+    pub hist_counts: Vec<u64>,
+    /// PGD accuracy minus certified accuracy, when PGD ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_pgd_gap: Option<f64>,
+}
+
+/// How one test point fares at the eval eps, for the 2-D view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PointStatus {
+    /// Every configured bound certifies the point (and it is correctly classified).
+    Certified,
+    /// Correct and no attack found an adversarial example, but not certified.
+    PgdRobust,
+    /// Correct on the clean point only.
+    CleanOnly,
+    Misclassified,
+}
+
+/// The decision regions of a 2-D model on a grid over [0, 1]^2, and the test points.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecisionMap {
+    pub epoch: u32,
+    /// Grid cells per side; `prob` is row-major, row 0 at x2 = 0.
+    pub resolution: usize,
+    /// Probability of class 1 (two classes) or the arg-max class index (more), per cell.
+    pub prob: Vec<f32>,
+    pub points: Vec<[f32; 2]>,
+    pub labels: Vec<i64>,
+    pub status: Vec<PointStatus>,
+    pub eps: f64,
+    pub norm_l2: bool,
+}
+
+impl EvalRecord {
+    pub fn to_json_line(&self) -> String {
+        // Plain numbers and strings only: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_line_round_trips_and_skips_absent_parts() {
+        let mut r = EvalRecord {
+            epoch: 2,
+            step: 40,
+            time_s: 1.5,
+            train_loss: 0.3,
+            clean_acc: 0.9,
+            ..EvalRecord::default()
+        };
+        let line = r.to_json_line();
+        assert!(!line.contains("pgd_acc") && !line.contains("gap"), "{line}");
+        assert!(line.contains("\"clean_acc\":0.9"), "{line}");
+        r.cert_acc.insert("ibp".into(), 0.5);
+        r.pgd_acc = Some(0.7);
+        let back: EvalRecord = serde_json::from_str(&r.to_json_line()).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,545 @@
+//! The training loop: schedules, losses per method, per-epoch evaluation, metrics and events.
+//! Knows nothing of egui: it reports through a callback of [`Event`]s and polls [`Command`]s.
+use crate::attack::{self, PgdConfig};
+use crate::bounds::{self, Ball};
+use crate::config::{DeviceChoice, ExperimentConfig, LrSchedule, Method, OptimizerKind, Ramp};
+use crate::data::{self, Dataset};
+use crate::eval;
+use crate::metrics::{DecisionMap, EvalRecord};
+use crate::model::Network;
+use crate::run::RunWriter;
+use crossbeam_channel::Receiver;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
+
+/// Sent to the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed,
+    Cancelled,
+    Failed(String),
+}
+
+/// Sent by the worker, in order; the last one is always `Finished`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Started {
+        run_dir: PathBuf,
+        device: String,
+        model: String,
+        total_epochs: u32,
+        steps_per_epoch: u64,
+    },
+    Progress {
+        epoch: u32,
+        /// Fraction of the current epoch done, in [0, 1].
+        epoch_fraction: f32,
+        step: u64,
+        loss: f64,
+    },
+    Metrics(EvalRecord),
+    Decision(DecisionMap),
+    Log {
+        level: Level,
+        message: String,
+    },
+    Paused(bool),
+    Finished {
+        outcome: Outcome,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error("run folder: {0}")]
+    Run(#[from] std::io::Error),
+    #[error("training diverged at epoch {epoch}, step {step}: loss is {loss} (try a smaller learning rate or eps)")]
+    NonFinite { epoch: u32, step: u64, loss: f64 },
+    #[error("{0}")]
+    Torch(#[from] tch::TchError),
+    #[error("CUDA was requested (device = \"cuda\") but is not available on this machine")]
+    NoCuda,
+}
+
+/// What the training loop listens to: commands from the UI and a cancel flag (Ctrl-C).
+pub struct Control {
+    pub commands: Receiver<Command>,
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// Handles pending commands; blocks while paused. Returns true when the run must stop.
+    fn should_stop(&self, emit: &mut dyn FnMut(Event)) -> bool {
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return true;
+            }
+            match self.commands.try_recv() {
+                Ok(Command::Stop) => return true,
+                Ok(Command::Pause) => {
+                    emit(Event::Paused(true));
+                    loop {
+                        if self.cancel.load(Ordering::Relaxed) {
+                            return true;
+                        }
+                        match self.commands.recv_timeout(Duration::from_millis(100)) {
+                            Ok(Command::Resume) => {
+                                emit(Event::Paused(false));
+                                break;
+                            }
+                            Ok(Command::Stop) => return true,
+                            Ok(Command::Pause) => {}
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                            // The controller is gone: nobody can resume us.
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return true,
+                        }
+                    }
+                }
+                Ok(Command::Resume) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Picks the device a config asks for.
+pub fn pick_device(choice: DeviceChoice) -> Result<Device, TrainError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cuda => {
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                Err(TrainError::NoCuda)
+            }
+        }
+    }
+}
+
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+/// Schedules of one training step, from the CROWN-IBP reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// Current training eps.
+    pub eps: f64,
+    /// Weight of the CROWN-IBP bound in the CROWN-IBP/IBP mix.
+    pub beta: f64,
+    /// Weight of the clean loss.
+    pub kappa: f64,
+    /// Multiplier of the r1/r2 weights (0 -> 1 over the regularizer warm-up).
+    pub reg_factor: f64,
+}
+
+/// Fraction of the eps ramp done at a fractional epoch position `t` (epochs since start).
+pub fn ramp_fraction(cfg: &ExperimentConfig, t: f64) -> f64 {
+    let tc = &cfg.train;
+    let start = tc.warmup_epochs as f64;
+    if t < start {
+        return 0.0;
+    }
+    if tc.ramp_epochs == 0 {
+        return 1.0;
+    }
+    let f = ((t - start) / tc.ramp_epochs as f64).clamp(0.0, 1.0);
+    match tc.ramp {
+        Ramp::Linear => f,
+        Ramp::Smoothed => {
+            // t^4 on the first quarter, then linear, continuous with matching slope.
+            let mid = 0.25;
+            // Value at mid is a * mid^4, slope 4 a mid^3 equals the line's slope (1 - a mid^4)/(1 - mid).
+            let a = 1.0 / (4.0 * mid.powi(3) * (1.0 - mid) + mid.powi(4));
+            if f < mid {
+                a * f.powi(4)
+            } else {
+                let v_mid = a * mid.powi(4);
+                v_mid + (1.0 - v_mid) * (f - mid) / (1.0 - mid)
+            }
+        }
+    }
+}
+
+pub fn schedule(cfg: &ExperimentConfig, t: f64) -> Schedule {
+    let tc = &cfg.train;
+    let eps_max = tc.eps;
+    let eps = eps_max * ramp_fraction(cfg, t);
+    let (beta, kappa) = if eps_max > 0.0 {
+        (
+            (eps_max - eps * (1.0 - tc.final_beta)) / eps_max,
+            (eps_max - eps * (1.0 - tc.final_kappa)) / eps_max,
+        )
+    } else {
+        (1.0, 1.0)
+    };
+    let reg_factor = if tc.reg_warmup_epochs == 0 {
+        1.0
+    } else {
+        (t / tc.reg_warmup_epochs as f64).clamp(0.0, 1.0)
+    };
+    Schedule {
+        eps,
+        beta,
+        kappa,
+        reg_factor,
+    }
+}
+
+pub fn learning_rate(cfg: &ExperimentConfig, epoch: u32) -> f64 {
+    let o = &cfg.optimizer;
+    match o.schedule {
+        LrSchedule::Constant => o.lr,
+        LrSchedule::Step => o.lr * o.gamma.powi((epoch / o.step_epochs.max(1)) as i32),
+        LrSchedule::Cosine => {
+            let f = epoch as f64 / cfg.train.epochs.max(1) as f64;
+            o.lr * 0.5 * (1.0 + (std::f64::consts::PI * f).cos())
+        }
+    }
+}
+
+/// The loss of one batch for the configured method. Returns (loss, clean logits).
+pub fn method_loss(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &ExperimentConfig,
+    sched: &Schedule,
+) -> (Tensor, Tensor) {
+    let tc = &cfg.train;
+    let ce = |logits: &Tensor| logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
+    match tc.method {
+        Method::Standard => {
+            let logits = net.forward(x);
+            (ce(&logits), logits)
+        }
+        Method::Pgd => {
+            let pgd = PgdConfig {
+                eps: sched.eps,
+                norm: tc.norm,
+                steps: tc.pgd_steps,
+                step_ratio: tc.pgd_step_ratio,
+                random_start: true,
+            };
+            let x_adv = attack::pgd(net, x, y, &pgd);
+            let logits = net.forward(x);
+            let loss = ce(&net.forward(&x_adv));
+            (loss, logits.detach())
+        }
+        Method::Ibp | Method::CrownIbp | Method::Fastlin => {
+            let logits = net.forward(x);
+            let ball = Ball {
+                eps: sched.eps,
+                norm: tc.norm,
+            };
+            let robust = bounds::certified_training_loss(net, x, y, ball, tc, sched);
+            let loss = ce(&logits) * sched.kappa + robust * (1.0 - sched.kappa);
+            (loss, logits)
+        }
+    }
+}
+
+/// Builds the optimiser for a network.
+pub fn optimizer(net: &Network, cfg: &ExperimentConfig) -> Result<nn::Optimizer, TchError> {
+    let o = &cfg.optimizer;
+    match o.kind {
+        OptimizerKind::Adam => nn::Adam {
+            wd: o.weight_decay,
+            ..Default::default()
+        }
+        .build(&net.vs, o.lr),
+        OptimizerKind::Sgd => nn::Sgd {
+            momentum: o.momentum,
+            wd: o.weight_decay,
+            ..Default::default()
+        }
+        .build(&net.vs, o.lr),
+    }
+}
+use tch::TchError;
+
+/// Everything prepared before the first step: data on the device, the network.
+pub struct Prepared {
+    pub device: Device,
+    pub data: Dataset,
+    pub net: Network,
+}
+
+pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, TrainError> {
+    tch::manual_seed(cfg.seed as i64);
+    let mut data = data::load(&cfg.dataset, cfg.seed)?;
+    let stats = cfg.model.normalize.then(|| data.channel_stats());
+    let net = Network::from_config(&cfg.model, &data.input_shape, data.num_classes, stats, device)?;
+    data.train_x = data.train_x.to_device(device);
+    data.train_y = data.train_y.to_device(device);
+    data.test_x = data.test_x.to_device(device);
+    data.test_y = data.test_y.to_device(device);
+    Ok(Prepared { device, data, net })
+}
+
+/// Trains a prepared experiment, writing the run folder and emitting events.
+/// Returns the outcome; errors after the run folder exists are reported as `Failed` by the caller.
+pub fn train(
+    cfg: &ExperimentConfig,
+    prep: &mut Prepared,
+    run: &mut RunWriter,
+    control: &Control,
+    emit: &mut dyn FnMut(Event),
+) -> Result<Outcome, TrainError> {
+    let started = Instant::now();
+    let Prepared { device, data, net } = prep;
+    let device = *device;
+    let n_train = data.train_len();
+    let batch = cfg.train.batch_size as i64;
+    let steps_per_epoch = ((n_train + batch - 1) / batch) as u64;
+    emit(Event::Started {
+        run_dir: run.dir().to_path_buf(),
+        device: device_name(device),
+        model: net.describe(),
+        total_epochs: cfg.train.epochs,
+        steps_per_epoch,
+    });
+    let mut log = |run: &mut RunWriter, emit: &mut dyn FnMut(Event), level: Level, message: String| {
+        run.log(&message);
+        emit(Event::Log { level, message });
+    };
+    log(
+        run,
+        emit,
+        Level::Info,
+        format!(
+            "device {}, {} train / {} test examples of {}, model {} ({} parameters), method {}",
+            device_name(device),
+            n_train,
+            data.test_len(),
+            data.name,
+            net.describe(),
+            net.num_parameters(),
+            cfg.train.method.name()
+        ),
+    );
+    let mut opt = optimizer(net, cfg)?;
+    let robust_x;
+    let robust_y;
+    {
+        let n = if cfg.eval.robust_subset == 0 {
+            data.test_len()
+        } else {
+            (cfg.eval.robust_subset as i64).min(data.test_len())
+        };
+        robust_x = data.test_x.narrow(0, 0, n);
+        robust_y = data.test_y.narrow(0, 0, n);
+    }
+    let mut step: u64 = 0;
+    let mut best_score = f64::NEG_INFINITY;
+    let mut last_progress = Instant::now() - Duration::from_secs(1);
+    for epoch in 1..=cfg.train.epochs {
+        let lr = learning_rate(cfg, epoch - 1);
+        opt.set_lr(lr);
+        let perm = Tensor::randperm(n_train, (Kind::Int64, device));
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
+        let mut correct_sum = Tensor::zeros([], (Kind::Int64, device));
+        let mut sched = schedule(cfg, (epoch - 1) as f64);
+        for b in 0..steps_per_epoch as i64 {
+            let len = batch.min(n_train - b * batch);
+            let idx = perm.narrow(0, b * batch, len);
+            let x = data.train_x.index_select(0, &idx);
+            let y = data.train_y.index_select(0, &idx);
+            sched = schedule(cfg, (epoch - 1) as f64 + b as f64 / steps_per_epoch as f64);
+            let (loss, logits) = method_loss(net, &x, &y, cfg, &sched);
+            opt.zero_grad();
+            loss.backward();
+            let loss_value = loss.double_value(&[]);
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    step,
+                    loss: loss_value,
+                });
+            }
+            opt.step();
+            step += 1;
+            let _ = tch::no_grad(|| {
+                loss_sum += loss.detach() * len as f64;
+                correct_sum += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64);
+            });
+            if last_progress.elapsed() >= Duration::from_millis(100) {
+                last_progress = Instant::now();
+                emit(Event::Progress {
+                    epoch,
+                    epoch_fraction: (b + 1) as f32 / steps_per_epoch as f32,
+                    step,
+                    loss: loss_value,
+                });
+            }
+            if control.should_stop(emit) {
+                log(run, emit, Level::Warn, format!("stopped at epoch {epoch}, step {step}"));
+                net.save(&run.model_path())?;
+                return Ok(Outcome::Cancelled);
+            }
+        }
+        emit(Event::Progress {
+            epoch,
+            epoch_fraction: 1.0,
+            step,
+            loss: loss_sum.double_value(&[]) / n_train as f64,
+        });
+        let last = epoch == cfg.train.epochs;
+        if !(last || epoch % cfg.eval.every_epochs == 0) {
+            continue;
+        }
+        let mut rec = EvalRecord {
+            epoch,
+            step,
+            train_loss: loss_sum.double_value(&[]) / n_train as f64,
+            train_acc: correct_sum.double_value(&[]) / n_train as f64,
+            train_eps: sched.eps,
+            lr,
+            ..EvalRecord::default()
+        };
+        rec.clean_acc = eval::clean_accuracy(net, &data.test_x, &data.test_y, 1024);
+        let specs = eval::specs_from_config(cfg);
+        for (i, spec) in specs.iter().enumerate() {
+            let r = eval::robust_eval(net, &robust_x, &robust_y, spec, 256);
+            if i == 0 {
+                rec.eval_eps = Some(r.eps);
+                rec.pgd_acc = r.pgd_acc;
+                rec.cert_acc = r.cert_acc;
+            } else {
+                rec.more_eps.push(r);
+            }
+        }
+        rec.time_s = started.elapsed().as_secs_f64();
+        run.append_metrics(&rec)?;
+        net.save(&run.model_path())?;
+        let score = rec
+            .cert_acc
+            .values()
+            .copied()
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+            .or(rec.pgd_acc)
+            .unwrap_or(rec.clean_acc);
+        if score > best_score {
+            best_score = score;
+            net.save(&run.best_model_path())?;
+        }
+        log(
+            run,
+            emit,
+            Level::Info,
+            format!(
+                "epoch {epoch}/{}: loss {:.4}, train acc {:.4}, clean acc {:.4}{}{}",
+                cfg.train.epochs,
+                rec.train_loss,
+                rec.train_acc,
+                rec.clean_acc,
+                rec.pgd_acc.map(|a| format!(", pgd acc {a:.4}")).unwrap_or_default(),
+                rec.cert_acc
+                    .iter()
+                    .map(|(k, v)| format!(", cert[{k}] {v:.4}"))
+                    .collect::<String>()
+            ),
+        );
+        if data.input_shape == [2] {
+            let eps_spec = specs.first();
+            emit(Event::Decision(eval::decision_map(
+                net,
+                &data.test_x,
+                &data.test_y,
+                eps_spec,
+                epoch,
+                64,
+                400,
+            )));
+        }
+        emit(Event::Metrics(rec));
+    }
+    Ok(Outcome::Completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg_with(warmup: u32, ramp: u32, kind: Ramp) -> ExperimentConfig {
+        let mut c = ExperimentConfig::default_experiment();
+        c.train.method = Method::CrownIbp;
+        c.train.eps = 0.2;
+        c.train.warmup_epochs = warmup;
+        c.train.ramp_epochs = ramp;
+        c.train.ramp = kind;
+        c.train.final_beta = 0.0;
+        c.train.final_kappa = 0.5;
+        c
+    }
+
+    #[test]
+    fn linear_ramp_and_crown_ibp_schedules() {
+        let c = cfg_with(2, 4, Ramp::Linear);
+        assert_eq!(schedule(&c, 1.0).eps, 0.0);
+        let mid = schedule(&c, 4.0);
+        assert!((mid.eps - 0.1).abs() < 1e-12);
+        // beta = (eps_max - eps (1 - 0)) / eps_max = 0.5; kappa = (0.2 - 0.1*0.5)/0.2 = 0.75.
+        assert!((mid.beta - 0.5).abs() < 1e-12);
+        assert!((mid.kappa - 0.75).abs() < 1e-12);
+        let end = schedule(&c, 9.0);
+        assert!((end.eps - 0.2).abs() < 1e-12 && end.beta.abs() < 1e-12);
+        assert!((end.kappa - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn smoothed_ramp_is_monotone_continuous_and_ends_at_one() {
+        let c = cfg_with(0, 10, Ramp::Smoothed);
+        let mut prev = 0.0;
+        for i in 0..=1000 {
+            let f = ramp_fraction(&c, i as f64 * 0.01);
+            assert!(f >= prev - 1e-12, "not monotone at {i}");
+            assert!(f - prev < 0.01, "jump at {i}: {prev} -> {f}");
+            prev = f;
+        }
+        assert!((prev - 1.0).abs() < 1e-12);
+        // Slower than linear at the start (the t^4 part).
+        assert!(ramp_fraction(&c, 1.0) < 0.1);
+    }
+
+    #[test]
+    fn step_and_cosine_lr() {
+        let mut c = ExperimentConfig::default_experiment();
+        c.optimizer.lr = 0.1;
+        c.optimizer.schedule = LrSchedule::Step;
+        c.optimizer.step_epochs = 2;
+        c.optimizer.gamma = 0.5;
+        assert!((learning_rate(&c, 3) - 0.05).abs() < 1e-12);
+        assert!((learning_rate(&c, 4) - 0.025).abs() < 1e-12);
+        c.optimizer.schedule = LrSchedule::Cosine;
+        c.train.epochs = 10;
+        assert!((learning_rate(&c, 5) - 0.05).abs() < 1e-12);
+    }
+}

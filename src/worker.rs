@@ -1,0 +1,145 @@
+//! The background training thread: `Command`s in, `Event`s out, panics captured.
+//!
+//! The worker owns everything libtorch: the `VarStore` is created inside the thread and only
+//! plain data crosses the channels. Its last event is always `Finished`; a channel that
+//! disconnects without one means the thread died, which callers show as a crash.
+pub use crate::train::{Command, Event, Level, Outcome};
+use crate::config::ExperimentConfig;
+use crate::run::{RunWriter, Summary};
+use crate::train::{self, Control};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Where the run folder goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunTarget {
+    /// Exactly this folder (must not hold a run yet).
+    Dir(PathBuf),
+    /// A new `<name>-<timestamp>` folder inside this one.
+    Under(PathBuf),
+}
+
+/// The caller's side of a worker.
+pub struct WorkerHandle {
+    pub commands: Sender<Command>,
+    pub events: Receiver<Event>,
+    /// Set to stop the run from outside the channel (Ctrl-C).
+    pub cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// A handle over channels someone else drives (tests of the UI).
+    pub fn from_channels(commands: Sender<Command>, events: Receiver<Event>) -> Self {
+        WorkerHandle {
+            commands,
+            events,
+            cancel: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        }
+    }
+
+    pub fn send(&self, cmd: Command) {
+        // A finished worker no longer listens; that is not an error for the caller.
+        let _ = self.commands.send(cmd);
+    }
+
+    /// Waits for the thread to end (after `Finished` was received or the channel closed).
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts training `cfg` on a thread named `trainer`. `wake` is called after every event
+/// (the GUI passes `ctx.request_repaint`), so the worker never depends on the UI toolkit.
+pub fn spawn(
+    cfg: ExperimentConfig,
+    target: RunTarget,
+    device: tch::Device,
+    wake: Box<dyn Fn() + Send>,
+) -> std::io::Result<WorkerHandle> {
+    let (cmd_tx, cmd_rx) = bounded::<Command>(64);
+    let (ev_tx, ev_rx) = bounded::<Event>(4096);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let control = Control {
+        commands: cmd_rx,
+        cancel: cancel.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("trainer".into())
+        .spawn(move || {
+            let mut emit = |e: Event| {
+                let _ = ev_tx.send(e);
+                wake();
+            };
+            let outcome = run_captured(&cfg, &target, device, &control, &mut emit);
+            emit(Event::Finished { outcome });
+        })?;
+    Ok(WorkerHandle {
+        commands: cmd_tx,
+        events: ev_rx,
+        cancel,
+        thread: Some(thread),
+    })
+}
+
+/// Runs one experiment, turning errors and panics into an outcome and writing the summary.
+fn run_captured(
+    cfg: &ExperimentConfig,
+    target: &RunTarget,
+    device: tch::Device,
+    control: &Control,
+    emit: &mut dyn FnMut(Event),
+) -> Outcome {
+    let started = Instant::now();
+    let writer = match target {
+        RunTarget::Dir(d) => RunWriter::create(d, cfg),
+        RunTarget::Under(base) => RunWriter::create_in(base, cfg),
+    };
+    let mut run = match writer {
+        Ok(w) => w,
+        Err(e) => return Outcome::Failed(format!("cannot create the run folder: {e}")),
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut prep = train::prepare(cfg, device)?;
+        train::train(cfg, &mut prep, &mut run, control, emit)
+    }));
+    let outcome = match result {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Outcome::Failed(format!("the trainer crashed: {msg}"))
+        }
+    };
+    let (name, error) = match &outcome {
+        Outcome::Completed => ("completed", None),
+        Outcome::Cancelled => ("cancelled", None),
+        Outcome::Failed(e) => ("failed", Some(e.clone())),
+    };
+    if let Some(e) = &error {
+        run.log(&format!("error: {e}"));
+        emit(Event::Log {
+            level: Level::Error,
+            message: e.clone(),
+        });
+    }
+    run.log(&format!("finished: {name}"));
+    let _ = run.write_summary(&Summary {
+        outcome: name.into(),
+        error,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        device: train::device_name(device),
+    });
+    outcome
+}

@@ -47,6 +47,44 @@ pub enum Cmd {
     },
     /// Print the torch version, the device picked, CUDA availability and thread count.
     Info,
+    /// Evaluate a trained run: clean, PGD and certified accuracy on the first N test points.
+    Eval {
+        /// The run folder (written by `certlab run` or the GUI).
+        run_dir: PathBuf,
+        /// Perturbation radius.
+        #[arg(long)]
+        eps: f64,
+        /// linf or l2 (default: the run's eval.norm).
+        #[arg(long)]
+        norm: Option<String>,
+        /// Comma-separated: clean, pgd, ibp, crown-ibp, fastlin, crown
+        /// (default: clean, pgd and the run's eval.bounds).
+        #[arg(long, value_delimiter = ',')]
+        methods: Option<Vec<String>>,
+        /// PGD steps per restart (step size 2.5 eps / steps).
+        #[arg(long, default_value_t = 20)]
+        pgd_steps: u32,
+        /// PGD restarts (the first from the clean point, the others from random points).
+        #[arg(long, default_value_t = 1)]
+        restarts: u32,
+        /// PGD objective: ce (cross-entropy) or margin (Carlini-Wagner).
+        #[arg(long, default_value = "ce")]
+        pgd_loss: String,
+        /// Number of test points, in file order (default: the run's eval.robust_subset; 0 = all).
+        #[arg(long)]
+        n: Option<usize>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Evaluate model_best.safetensors instead of model.safetensors.
+        #[arg(long)]
+        best: bool,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Points per batch.
+        #[arg(long, default_value_t = 256)]
+        batch: i64,
+    },
     /// Measure training throughput (samples/s) of one epoch.
     Bench {
         /// The experiment to time (default: Fashion-MNIST MLP 2x100, batch 256).
@@ -74,6 +112,33 @@ pub fn main_with(cli: Cli) -> Result<i32> {
             info_cmd();
             Ok(0)
         }
+        Some(Cmd::Eval {
+            run_dir,
+            eps,
+            norm,
+            methods,
+            pgd_steps,
+            restarts,
+            pgd_loss,
+            n,
+            json,
+            best,
+            device,
+            batch,
+        }) => crate::eval::eval_cmd(&crate::eval::EvalOptions {
+            run_dir,
+            eps,
+            norm,
+            methods,
+            pgd_steps,
+            restarts,
+            pgd_loss,
+            n,
+            json,
+            best,
+            device,
+            batch,
+        }),
         Some(Cmd::Bench {
             preset,
             device,

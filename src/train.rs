@@ -241,17 +241,20 @@ pub fn method_loss(
             (ce(&logits), logits)
         }
         Method::Pgd => {
+            // Madry et al.: cross-entropy at the strongest point PGD finds in the current
+            // (ramped) ball; the clean logits only feed the training accuracy.
             let pgd = PgdConfig {
                 eps: sched.eps,
                 norm: tc.norm,
                 steps: tc.pgd_steps,
                 step_ratio: tc.pgd_step_ratio,
                 random_start: true,
+                restarts: 1,
+                loss: attack::AttackLoss::CrossEntropy,
             };
-            let x_adv = attack::pgd(net, x, y, &pgd);
-            let logits = net.forward(x);
-            let loss = ce(&net.forward(&x_adv));
-            (loss, logits.detach())
+            let x_adv = attack::pgd(net, x, y, &pgd).x_adv;
+            let logits = tch::no_grad(|| net.forward(x));
+            (ce(&net.forward(&x_adv)), logits)
         }
         Method::Ibp | Method::CrownIbp | Method::Fastlin => {
             let logits = net.forward(x);
@@ -427,7 +430,11 @@ pub fn train(
         rec.clean_acc = eval::clean_accuracy(net, &data.test_x, &data.test_y, 1024);
         let specs = eval::specs_from_config(cfg);
         for (i, spec) in specs.iter().enumerate() {
-            let r = eval::robust_eval(net, &robust_x, &robust_y, spec, 256);
+            let report = eval::robust_eval(net, &robust_x, &robust_y, spec, 256);
+            for v in &report.violations {
+                log(run, emit, Level::Error, v.to_string());
+            }
+            let r = report.eval;
             if i == 0 {
                 rec.eval_eps = Some(r.eps);
                 rec.pgd_acc = r.pgd_acc;

@@ -20,7 +20,10 @@ pub fn project(x_adv: &Tensor, x: &Tensor, eps: f64, norm: Norm) -> Tensor {
     let delta = match norm {
         Norm::Linf => delta.clamp(-eps, eps),
         Norm::L2 => {
-            let n = delta.flatten(1, -1).norm_scalaropt_dim(2.0, [1], false).clamp_min(1e-12);
+            let n = delta
+                .flatten(1, -1)
+                .norm_scalaropt_dim(2.0, [1], false)
+                .clamp_min(1e-12);
             let factor = (eps / n).clamp_max(1.0);
             let shape: Vec<i64> = std::iter::once(-1)
                 .chain(std::iter::repeat_n(1, x.dim() - 1))
@@ -49,15 +52,18 @@ pub fn pgd(net: &Network, x: &Tensor, y: &Tensor, cfg: &PgdConfig) -> Tensor {
     };
     for _ in 0..cfg.steps {
         let xa = x_adv.detach().set_requires_grad(true);
-        let loss = net
-            .forward(&xa)
-            .cross_entropy_loss::<Tensor>(y, None, Reduction::Sum, -100, 0.0);
+        let loss =
+            net.forward(&xa)
+                .cross_entropy_loss::<Tensor>(y, None, Reduction::Sum, -100, 0.0);
         let grads = Tensor::run_backward(&[loss], &[&xa], false, false);
         let g = &grads[0];
         let direction = match cfg.norm {
             Norm::Linf => g.sign(),
             Norm::L2 => {
-                let n = g.flatten(1, -1).norm_scalaropt_dim(2.0, [1], false).clamp_min(1e-12);
+                let n = g
+                    .flatten(1, -1)
+                    .norm_scalaropt_dim(2.0, [1], false)
+                    .clamp_min(1e-12);
                 let shape: Vec<i64> = std::iter::once(-1)
                     .chain(std::iter::repeat_n(1, x.dim() - 1))
                     .collect();
@@ -71,5 +77,8 @@ pub fn pgd(net: &Network, x: &Tensor, y: &Tensor, cfg: &PgdConfig) -> Tensor {
 
 /// Whether the network classifies each input correctly (`[B]` bool).
 pub fn correct(net: &Network, x: &Tensor, y: &Tensor) -> Tensor {
-    net.forward(x).argmax(1, false).eq_tensor(y).to_kind(Kind::Bool)
+    net.forward(x)
+        .argmax(1, false)
+        .eq_tensor(y)
+        .to_kind(Kind::Bool)
 }

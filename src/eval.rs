@@ -23,7 +23,11 @@ pub fn specs_from_config(cfg: &ExperimentConfig) -> Vec<RobustSpec> {
         .map(|&eps| RobustSpec {
             eps,
             norm: e.norm,
-            bounds: e.bounds.iter().filter_map(|b| BoundMethod::parse(b)).collect(),
+            bounds: e
+                .bounds
+                .iter()
+                .filter_map(|b| BoundMethod::parse(b))
+                .collect(),
             pgd_steps: e.pgd_steps,
             pgd_restarts: e.pgd_restarts,
         })
@@ -43,7 +47,9 @@ pub fn clean_accuracy(net: &Network, x: &Tensor, y: &Tensor, batch: i64) -> f64 
             let len = batch.min(n - start);
             let xb = x.narrow(0, start, len);
             let yb = y.narrow(0, start, len);
-            correct += attack::correct(net, &xb, &yb).sum(Kind::Int64).int64_value(&[]);
+            correct += attack::correct(net, &xb, &yb)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
             start += len;
         }
         correct as f64 / n as f64
@@ -84,7 +90,8 @@ pub fn robust_masks(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec) ->
         .bounds
         .iter()
         .map(|&m| {
-            let ok = tch::no_grad(|| bounds::certified(&bounds::margin_lower(net, x, y, ball, m), y));
+            let ok =
+                tch::no_grad(|| bounds::certified(&bounds::margin_lower(net, x, y, ball, m), y));
             (m, ok.logical_and(&clean))
         })
         .collect();
@@ -92,14 +99,25 @@ pub fn robust_masks(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec) ->
 }
 
 /// Accuracies of one robust evaluation over a set, in batches.
-pub fn robust_eval(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec, batch: i64) -> EpsEval {
+pub fn robust_eval(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    spec: &RobustSpec,
+    batch: i64,
+) -> EpsEval {
     let n = y.size()[0];
     let mut pgd_count = 0i64;
     let mut cert_counts = vec![0i64; spec.bounds.len()];
     let mut start = 0;
     while start < n {
         let len = batch.min(n - start);
-        let m = robust_masks(net, &x.narrow(0, start, len), &y.narrow(0, start, len), spec);
+        let m = robust_masks(
+            net,
+            &x.narrow(0, start, len),
+            &y.narrow(0, start, len),
+            spec,
+        );
         if let Some(p) = &m.pgd {
             pgd_count += p.sum(Kind::Int64).int64_value(&[]);
         }
@@ -183,11 +201,18 @@ pub fn decision_map(
             Vec::<bool>::try_from(&clean)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|c| if c { PointStatus::CleanOnly } else { PointStatus::Misclassified })
+                .map(|c| {
+                    if c {
+                        PointStatus::CleanOnly
+                    } else {
+                        PointStatus::Misclassified
+                    }
+                })
                 .collect()
         }
     };
-    let pts = Vec::<f32>::try_from(xs.to_device(tch::Device::Cpu).reshape([-1])).unwrap_or_default();
+    let pts =
+        Vec::<f32>::try_from(xs.to_device(tch::Device::Cpu).reshape([-1])).unwrap_or_default();
     DecisionMap {
         epoch,
         resolution,

@@ -199,3 +199,44 @@ fn fashion_mnist_mlp_one_epoch_reaches_80_percent() {
     let acc = m[0]["clean_acc"].as_f64().unwrap();
     assert!(acc >= 0.80, "clean test accuracy after one epoch: {acc}");
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_keeps_the_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let preset = tmp.path().join("long.toml");
+    std::fs::write(
+        &preset,
+        "name = \"long\"\n[dataset]\nkind = \"moons\"\ntoy_points = 200\n[train]\nepochs = 100000\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let mut child = certlab()
+        .arg("run")
+        .arg(&preset)
+        .arg("--out")
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    let metrics = out.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 2 {
+        assert!(t0.elapsed().as_secs() < 60, "no metrics after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "Ctrl-C exits with 130 after a clean stop"
+    );
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("cancelled"), "{summary}");
+    let kept = std::fs::read_to_string(&metrics).unwrap();
+    assert!(kept.lines().count() >= 2 && kept.ends_with('\n'));
+    assert!(out.join("model.safetensors").exists());
+}

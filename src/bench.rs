@@ -38,7 +38,10 @@ pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<(
     let mut opt = train::optimizer(&prep.net, &cfg)?;
     let n = prep.data.train_len();
     let batch = cfg.train.batch_size as i64;
-    let sched = train::schedule(&cfg, cfg.train.warmup_epochs as f64 + cfg.train.ramp_epochs as f64);
+    let sched = train::schedule(
+        &cfg,
+        cfg.train.warmup_epochs as f64 + cfg.train.ramp_epochs as f64,
+    );
     let mut run_batches = |count: i64| {
         let perm = Tensor::randperm(n, (Kind::Int64, dev));
         let mut samples = 0i64;

@@ -62,7 +62,8 @@ pub fn ibp_layer_bounds(net: &Network, x: &Tensor, ball: Ball) -> Vec<(Tensor, T
                         h = prev.forward(&h);
                     }
                     let centre2 = layer.forward(&h);
-                    let radius2 = apply_linear(layer, &weight.square(), &scale.square()).sqrt() * ball.eps;
+                    let radius2 =
+                        apply_linear(layer, &weight.square(), &scale.square()).sqrt() * ball.eps;
                     l = l.maximum(&(&centre2 - &radius2));
                     u = u.minimum(&(&centre2 + &radius2));
                 }
@@ -107,7 +108,13 @@ pub fn apply_linear(layer: &Layer, w: &Tensor, x: &Tensor) -> Tensor {
 }
 
 /// Lower bounds of the margins `z_y - z_t` for every class `t` (`[B, K]`, entry `y` is 0).
-pub fn margin_lower(net: &Network, x: &Tensor, y: &Tensor, ball: Ball, method: BoundMethod) -> Tensor {
+pub fn margin_lower(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    ball: Ball,
+    method: BoundMethod,
+) -> Tensor {
     match method {
         BoundMethod::Ibp => {
             let bounds = ibp_layer_bounds(net, x, ball);
@@ -116,7 +123,10 @@ pub fn margin_lower(net: &Network, x: &Tensor, y: &Tensor, ball: Ball, method: B
             let m = lo_y - hi;
             m.scatter_value(1, &y.unsqueeze(1), 0.0)
         }
-        _ => unimplemented!("bound method {} arrives with the bounds issue", method.name()),
+        _ => unimplemented!(
+            "bound method {} arrives with the bounds issue",
+            method.name()
+        ),
     }
 }
 

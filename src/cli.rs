@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 #[derive(Parser, Debug)]
-#[command(name = "certlab", version, about = "A workbench for robustness experiments on neural networks")]
+#[command(
+    name = "certlab",
+    version,
+    about = "A workbench for robustness experiments on neural networks"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Cmd>,
@@ -148,8 +152,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice> {
-    DeviceChoice::parse(s)
-        .with_context(|| format!("--device `{s}` is not one of: auto, cpu, cuda"))
+    DeviceChoice::parse(s).with_context(|| format!("--device `{s}` is not one of: auto, cpu, cuda"))
 }
 
 fn info_cmd() {

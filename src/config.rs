@@ -432,7 +432,13 @@ impl ExperimentConfig {
                 lr: 1e-2,
                 ..OptimizerConfig::default()
             },
-            eval: EvalConfig::default(),
+            eval: EvalConfig {
+                eps: vec![0.03],
+                bounds: vec!["ibp".into()],
+                pgd_steps: 10,
+                robust_subset: 400,
+                ..EvalConfig::default()
+            },
         }
     }
 
@@ -518,8 +524,7 @@ impl ExperimentConfig {
                     ),
                 );
             }
-        } else if matches!(d.kind, DatasetKind::Mnist | DatasetKind::Cifar10) && d.path.is_empty()
-        {
+        } else if matches!(d.kind, DatasetKind::Mnist | DatasetKind::Cifar10) && d.path.is_empty() {
             bad(
                 "dataset.path",
                 format!("dataset `{}` needs the folder of its files", d.kind.name()),
@@ -529,10 +534,7 @@ impl ExperimentConfig {
             if self.model.hidden.iter().any(|&w| !(1..=65536).contains(&w)) {
                 bad(
                     "model.hidden",
-                    format!(
-                        "{:?}: every width must be in 1..=65536",
-                        self.model.hidden
-                    ),
+                    format!("{:?}: every width must be in 1..=65536", self.model.hidden),
                 );
             }
             if self.model.hidden.len() > 16 {
@@ -562,15 +564,26 @@ impl ExperimentConfig {
                 ),
             );
         }
-        for (field, v) in [("train.final_beta", t.final_beta), ("train.final_kappa", t.final_kappa)]
-        {
+        for (field, v) in [
+            ("train.final_beta", t.final_beta),
+            ("train.final_kappa", t.final_kappa),
+        ] {
             if !(0.0..=1.0).contains(&v) {
-                bad(field, format!("{v} is out of range: expected 0 <= value <= 1"));
+                bad(
+                    field,
+                    format!("{v} is out of range: expected 0 <= value <= 1"),
+                );
             }
         }
-        for (field, v) in [("train.r1_weight", t.r1_weight), ("train.r2_weight", t.r2_weight)] {
+        for (field, v) in [
+            ("train.r1_weight", t.r1_weight),
+            ("train.r2_weight", t.r2_weight),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
-                bad(field, format!("{v} is out of range: expected a finite value >= 0"));
+                bad(
+                    field,
+                    format!("{v} is out of range: expected a finite value >= 0"),
+                );
             }
         }
         if (t.r1_weight > 0.0 || t.r2_weight > 0.0)
@@ -593,7 +606,10 @@ impl ExperimentConfig {
         if !(t.pgd_step_ratio > 0.0 && t.pgd_step_ratio <= 2.0) {
             bad(
                 "train.pgd_step_ratio",
-                format!("{} is out of range: expected 0 < ratio <= 2", t.pgd_step_ratio),
+                format!(
+                    "{} is out of range: expected 0 < ratio <= 2",
+                    t.pgd_step_ratio
+                ),
             );
         }
         let o = &self.optimizer;
@@ -668,7 +684,10 @@ impl ExperimentConfig {
 
 fn check_eps(bad: &mut impl FnMut(&str, String), field: &str, eps: f64) {
     if !eps.is_finite() || eps < 0.0 {
-        bad(field, format!("{eps} is out of range: eps must be finite and >= 0"));
+        bad(
+            field,
+            format!("{eps} is out of range: eps must be finite and >= 0"),
+        );
     } else if eps > 10.0 {
         bad(
             field,
@@ -724,7 +743,13 @@ mod tests {
             panic!("expected Invalid");
         };
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
-        for f in ["train.eps", "train.batch_size", "optimizer.lr", "eval.bounds", "eval.eps"] {
+        for f in [
+            "train.eps",
+            "train.batch_size",
+            "optimizer.lr",
+            "eval.bounds",
+            "eval.eps",
+        ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }
         let eps = problems.iter().find(|p| p.field == "train.eps").unwrap();

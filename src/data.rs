@@ -11,14 +11,18 @@ pub enum DataError {
     Missing { path: PathBuf, hint: String },
     #[error("cannot read dataset file {path}: {message}")]
     Io { path: PathBuf, message: String },
-    #[error("dataset file {path} is truncated: expected {expected} bytes of {what}, found {found}")]
+    #[error(
+        "dataset file {path} is truncated: expected {expected} bytes of {what}, found {found}"
+    )]
     Truncated {
         path: PathBuf,
         what: &'static str,
         expected: usize,
         found: usize,
     },
-    #[error("dataset file {path} has magic number {found:#010x}, expected {expected:#010x} ({what})")]
+    #[error(
+        "dataset file {path} has magic number {found:#010x}, expected {expected:#010x} ({what})"
+    )]
     BadMagic {
         path: PathBuf,
         found: u32,
@@ -68,9 +72,15 @@ impl Dataset {
         let x = &self.train_x;
         let (mean, std) = if self.input_shape.len() == 3 {
             let flat = x.transpose(0, 1).reshape([self.input_shape[0], -1]);
-            (flat.mean_dim(1, false, Kind::Float), flat.std_dim(1, false, false))
+            (
+                flat.mean_dim(1, false, Kind::Float),
+                flat.std_dim(1, false, false),
+            )
         } else {
-            (x.mean_dim(0, false, Kind::Float), x.std_dim(0, false, false))
+            (
+                x.mean_dim(0, false, Kind::Float),
+                x.std_dim(0, false, false),
+            )
         };
         let to_vec = |t: Tensor| -> Vec<f64> {
             let t = t.to_kind(Kind::Double).clamp_min(1e-6);
@@ -213,25 +223,32 @@ fn be_u32(b: &[u8]) -> u32 {
 }
 
 /// Parses an IDX file of unsigned bytes with `dims` dimensions; returns (shape, data).
-pub fn parse_idx(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let what = if dims == 1 { "IDX labels" } else { "IDX images" };
+pub fn parse_idx(
+    path: &Path,
+    bytes: &[u8],
+    dims: usize,
+) -> Result<(Vec<usize>, Vec<u8>), DataError> {
+    let what = if dims == 1 {
+        "IDX labels"
+    } else {
+        "IDX images"
+    };
     let header = 4 + 4 * dims;
+    let expected_magic = 0x0000_0800 | dims as u32;
+    if bytes.len() >= 4 && be_u32(&bytes[0..4]) != expected_magic {
+        return Err(DataError::BadMagic {
+            path: path.to_path_buf(),
+            found: be_u32(&bytes[0..4]),
+            expected: expected_magic,
+            what,
+        });
+    }
     if bytes.len() < header {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
             what: "header",
             expected: header,
             found: bytes.len(),
-        });
-    }
-    let expected_magic = 0x0000_0800 | dims as u32;
-    let magic = be_u32(&bytes[0..4]);
-    if magic != expected_magic {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            found: magic,
-            expected: expected_magic,
-            what,
         });
     }
     let shape: Vec<usize> = (0..dims)
@@ -284,11 +301,17 @@ pub fn load_idx_pair(folder: &Path, prefix: &str) -> Result<(Tensor, Tensor), Da
 
 fn load_cifar10(folder: &Path) -> Result<Dataset, DataError> {
     let nested = folder.join("cifar-10-batches-bin");
-    let folder = if nested.is_dir() { nested } else { folder.to_path_buf() };
+    let folder = if nested.is_dir() {
+        nested
+    } else {
+        folder.to_path_buf()
+    };
     if !folder.is_dir() {
         return Err(DataError::Folder {
             path: folder,
-            message: "not a folder (expected CIFAR-10 binary batches data_batch_1.bin .. test_batch.bin)".into(),
+            message:
+                "not a folder (expected CIFAR-10 binary batches data_batch_1.bin .. test_batch.bin)"
+                    .into(),
         });
     }
     let load_batches = |names: &[String]| -> Result<(Tensor, Tensor), DataError> {
@@ -373,7 +396,12 @@ impl SplitMix {
 }
 
 /// Raw toy points (before scaling to the unit box) and labels.
-fn toy_points(kind: DatasetKind, n: usize, noise: f64, rng: &mut SplitMix) -> (Vec<[f64; 2]>, Vec<i64>) {
+fn toy_points(
+    kind: DatasetKind,
+    n: usize,
+    noise: f64,
+    rng: &mut SplitMix,
+) -> (Vec<[f64; 2]>, Vec<i64>) {
     use std::f64::consts::PI;
     let mut pts = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
@@ -515,7 +543,10 @@ mod tests {
     fn missing_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let err = load_idx_pair(dir.path(), "train").unwrap_err().to_string();
-        assert!(err.contains("train-images-idx3-ubyte") && err.contains("not found"), "{err}");
+        assert!(
+            err.contains("train-images-idx3-ubyte") && err.contains("not found"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -525,7 +556,10 @@ mod tests {
         let img = idx_bytes(0x803, &[5, 2, 2], &[0u8; 7]);
         write(dir.path(), "train-images-idx3-ubyte", &img);
         let err = load_idx_pair(dir.path(), "train").unwrap_err().to_string();
-        assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("train-images-idx3-ubyte") && err.contains("truncated"),
+            "{err}"
+        );
         assert!(err.contains("expected 20"), "{err}");
         // A header cut short is also truncated.
         write(dir.path(), "train-images-idx3-ubyte", &[0, 0, 8]);
@@ -542,7 +576,10 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
         let err = load_idx_pair(dir.path(), "train").unwrap_err().to_string();
         assert!(err.contains("train-images-idx3-ubyte.gz"), "{err}");
-        assert!(err.contains("truncated") || err.contains("damaged"), "{err}");
+        assert!(
+            err.contains("truncated") || err.contains("damaged"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -553,7 +590,10 @@ mod tests {
         let lbl = idx_bytes(0x801, &[3], &[0, 1, 2]);
         write(dir.path(), "t10k-images-idx3-ubyte", &lbl);
         let err = load_idx_pair(dir.path(), "t10k").unwrap_err().to_string();
-        assert!(err.contains("t10k-images-idx3-ubyte") && err.contains("magic"), "{err}");
+        assert!(
+            err.contains("t10k-images-idx3-ubyte") && err.contains("magic"),
+            "{err}"
+        );
         assert!(err.contains("0x00000803"), "{err}");
     }
 
@@ -561,17 +601,31 @@ mod tests {
     fn count_mismatch_names_both_files() {
         let dir = tempfile::tempdir().unwrap();
         good_pair(dir.path(), "train", 4, false);
-        write(dir.path(), "train-labels-idx1-ubyte", &idx_bytes(0x801, &[3], &[0, 1, 2]));
+        write(
+            dir.path(),
+            "train-labels-idx1-ubyte",
+            &idx_bytes(0x801, &[3], &[0, 1, 2]),
+        );
         let err = load_idx_pair(dir.path(), "train").unwrap_err().to_string();
-        assert!(err.contains("4 images") && err.contains("3 labels"), "{err}");
-        assert!(err.contains("train-labels-idx1-ubyte") && err.contains("train-images"), "{err}");
+        assert!(
+            err.contains("4 images") && err.contains("3 labels"),
+            "{err}"
+        );
+        assert!(
+            err.contains("train-labels-idx1-ubyte") && err.contains("train-images"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_label_is_named() {
         let dir = tempfile::tempdir().unwrap();
         good_pair(dir.path(), "train", 3, false);
-        write(dir.path(), "train-labels-idx1-ubyte", &idx_bytes(0x801, &[3], &[0, 12, 2]));
+        write(
+            dir.path(),
+            "train-labels-idx1-ubyte",
+            &idx_bytes(0x801, &[3], &[0, 12, 2]),
+        );
         let err = load_idx_pair(dir.path(), "train").unwrap_err().to_string();
         assert!(err.contains("label 12") && err.contains("index 1"), "{err}");
     }
@@ -585,7 +639,11 @@ mod tests {
             r
         };
         for i in 1..=5 {
-            write(dir.path(), &format!("data_batch_{i}.bin"), &[rec(1), rec(2)].concat());
+            write(
+                dir.path(),
+                &format!("data_batch_{i}.bin"),
+                &[rec(1), rec(2)].concat(),
+            );
         }
         write(dir.path(), "test_batch.bin", &rec(9));
         let cfg = DatasetConfig {
@@ -599,15 +657,26 @@ mod tests {
         assert!((ds.train_x.double_value(&[0, 0, 0, 5]) - 5.0 / 255.0).abs() < 1e-6);
         write(dir.path(), "test_batch.bin", &rec(9)[..100]);
         let err = load(&cfg, 0).unwrap_err().to_string();
-        assert!(err.contains("test_batch.bin") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("test_batch.bin") && err.contains("truncated"),
+            "{err}"
+        );
         std::fs::remove_file(dir.path().join("data_batch_3.bin")).unwrap();
         let err = load(&cfg, 0).unwrap_err().to_string();
-        assert!(err.contains("data_batch_3.bin") && err.contains("not found"), "{err}");
+        assert!(
+            err.contains("data_batch_3.bin") && err.contains("not found"),
+            "{err}"
+        );
     }
 
     #[test]
     fn toys_are_in_the_box_balanced_and_seeded() {
-        for kind in [DatasetKind::Moons, DatasetKind::Circles, DatasetKind::Spirals, DatasetKind::Xor] {
+        for kind in [
+            DatasetKind::Moons,
+            DatasetKind::Circles,
+            DatasetKind::Spirals,
+            DatasetKind::Xor,
+        ] {
             let a = toy(kind, 200, 0.05, 7);
             let b = toy(kind, 200, 0.05, 7);
             let c = toy(kind, 200, 0.05, 8);
@@ -617,7 +686,10 @@ mod tests {
             assert_eq!(a.train_x, b.train_x, "{kind:?}: same seed, same data");
             assert_ne!(a.train_x, c.train_x, "{kind:?}: other seed, other data");
             let ones = a.train_y.sum(Kind::Int64).int64_value(&[]);
-            assert!((60..=140).contains(&ones), "{kind:?}: {ones} of 200 in class 1");
+            assert!(
+                (60..=140).contains(&ones),
+                "{kind:?}: {ones} of 200 in class 1"
+            );
             // The box is used, not a corner of it.
             let span = (a.train_x.max() - a.train_x.min()).double_value(&[]);
             assert!(span > 0.5, "{kind:?} span {span}");

@@ -21,7 +21,10 @@ pub enum ModelError {
 #[derive(Debug)]
 pub enum Layer {
     /// `y = x W^T + b`, weight `[out, in]`.
-    Linear { weight: Tensor, bias: Tensor },
+    Linear {
+        weight: Tensor,
+        bias: Tensor,
+    },
     /// Weight `[out, in, k, k]`.
     Conv2d {
         weight: Tensor,
@@ -33,7 +36,10 @@ pub enum Layer {
     /// Flattens all but the batch dimension.
     Flatten,
     /// `(x - mean) / std` per channel; `mean`, `std` shaped to broadcast over one example.
-    Normalize { mean: Tensor, std: Tensor },
+    Normalize {
+        mean: Tensor,
+        std: Tensor,
+    },
 }
 
 impl Layer {
@@ -222,7 +228,12 @@ impl Network {
                     } => {
                         let bound = 1.0 / (*in_features as f64).sqrt();
                         Layer::Linear {
-                            weight: p.uniform("weight", &[*out_features, *in_features], -bound, bound),
+                            weight: p.uniform(
+                                "weight",
+                                &[*out_features, *in_features],
+                                -bound,
+                                bound,
+                            ),
                             bias: p.uniform("bias", &[*out_features], -bound, bound),
                         }
                     }
@@ -254,7 +265,9 @@ impl Network {
                         } else {
                             vec![mean.len() as i64]
                         };
-                        let mean_t = Tensor::from_slice(mean).to_kind(Kind::Float).reshape(&shape);
+                        let mean_t = Tensor::from_slice(mean)
+                            .to_kind(Kind::Float)
+                            .reshape(&shape);
                         let std_t = Tensor::from_slice(std).to_kind(Kind::Float).reshape(&shape);
                         Layer::Normalize {
                             mean: p.add("mean", mean_t, false),
@@ -290,7 +303,9 @@ impl Network {
 
     /// Logits for a batch shaped `[B, ..input_shape]`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.layers.iter().fold(x.shallow_clone(), |h, l| l.forward(&h))
+        self.layers
+            .iter()
+            .fold(x.shallow_clone(), |h, l| l.forward(&h))
     }
 
     /// The trainable parameters (weights and biases), in layer order.
@@ -418,10 +433,16 @@ mod tests {
         tch::manual_seed(2);
         let mut b = Network::from_config(&cfg, &[1, 4, 4], 3, stats, Device::Cpu).unwrap();
         let x = Tensor::rand([5, 1, 4, 4], (Kind::Float, Device::Cpu));
-        let before = (a.forward(&x) - b.forward(&x)).abs().max().double_value(&[]);
+        let before = (a.forward(&x) - b.forward(&x))
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(before > 1e-3, "different seeds should differ");
         b.load_weights(&path).unwrap();
-        let diff = (a.forward(&x) - b.forward(&x)).abs().max().double_value(&[]);
+        let diff = (a.forward(&x) - b.forward(&x))
+            .abs()
+            .max()
+            .double_value(&[]);
         assert_eq!(diff, 0.0);
         // Keys follow `layers.{i}.weight` with i the index in the layer list.
         let names: Vec<String> = Tensor::read_safetensors(&path)
@@ -429,7 +450,12 @@ mod tests {
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        for key in ["layers.0.mean", "layers.2.weight", "layers.2.bias", "layers.6.weight"] {
+        for key in [
+            "layers.0.mean",
+            "layers.2.weight",
+            "layers.2.bias",
+            "layers.6.weight",
+        ] {
             assert!(names.contains(&key.to_string()), "{key} not in {names:?}");
         }
     }
@@ -446,14 +472,22 @@ mod tests {
 
     #[test]
     fn normalize_is_not_trainable() {
-        let net =
-            Network::from_config(&mlp(vec![3]), &[2], 2, Some((vec![0.5, 0.5], vec![0.1, 0.2])), Device::Cpu)
-                .unwrap();
+        let net = Network::from_config(
+            &mlp(vec![3]),
+            &[2],
+            2,
+            Some((vec![0.5, 0.5], vec![0.1, 0.2])),
+            Device::Cpu,
+        )
+        .unwrap();
         let trainable = net.vs.trainable_variables().len();
         assert_eq!(trainable, 4, "two Linear layers, weight and bias each");
         let x = Tensor::from_slice(&[0.6f32, 0.7]).reshape([1, 2]);
         let normed = net.layers[0].forward(&x);
         let v: Vec<f32> = normed.reshape([-1]).try_into().unwrap();
-        assert!((v[0] - 1.0).abs() < 1e-5 && (v[1] - 1.0).abs() < 1e-5, "{v:?}");
+        assert!(
+            (v[0] - 1.0).abs() < 1e-5 && (v[1] - 1.0).abs() < 1e-5,
+            "{v:?}"
+        );
     }
 }

@@ -131,7 +131,10 @@ impl RunWriter {
 
 /// `YYYYMMDD-HHMMSS` in UTC.
 pub fn utc_stamp(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -273,9 +276,16 @@ mod tests {
         drop(w);
         let err = RunWriter::create(&dir, &cfg).err().unwrap().to_string();
         assert!(err.contains("already holds a run"), "{err}");
-        assert_eq!(load_run(&dir).unwrap().metrics.len(), 2, "nothing was overwritten");
+        assert_eq!(
+            load_run(&dir).unwrap().metrics.len(),
+            2,
+            "nothing was overwritten"
+        );
         // A crash mid-line: the complete lines survive.
-        let mut f = OpenOptions::new().append(true).open(dir.join(METRICS_FILE)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(METRICS_FILE))
+            .unwrap();
         write!(f, "{{\"epoch\":3,\"clean").unwrap();
         let run = load_run(&dir).unwrap();
         assert_eq!(run.metrics.len(), 2);
@@ -291,8 +301,15 @@ mod tests {
         let cfg = ExperimentConfig::default_experiment();
         let w = RunWriter::create(tmp.path(), &cfg).unwrap();
         drop(w);
-        std::fs::write(tmp.path().join(METRICS_FILE), "{\"epoch\":1}\nnot json\n{\"epoch\":2}\n").unwrap();
+        std::fs::write(
+            tmp.path().join(METRICS_FILE),
+            "{\"epoch\":1}\nnot json\n{\"epoch\":2}\n",
+        )
+        .unwrap();
         let err = load_run(tmp.path()).unwrap_err().to_string();
-        assert!(err.contains("line 2") && err.contains(METRICS_FILE), "{err}");
+        assert!(
+            err.contains("line 2") && err.contains(METRICS_FILE),
+            "{err}"
+        );
     }
 }

@@ -175,7 +175,7 @@ pub fn ramp_fraction(cfg: &ExperimentConfig, t: f64) -> f64 {
         Ramp::Linear => f,
         Ramp::Smoothed => {
             // t^4 on the first quarter, then linear, continuous with matching slope.
-            let mid = 0.25;
+            let mid: f64 = 0.25;
             // Value at mid is a * mid^4, slope 4 a mid^3 equals the line's slope (1 - a mid^4)/(1 - mid).
             let a = 1.0 / (4.0 * mid.powi(3) * (1.0 - mid) + mid.powi(4));
             if f < mid {
@@ -234,7 +234,8 @@ pub fn method_loss(
     sched: &Schedule,
 ) -> (Tensor, Tensor) {
     let tc = &cfg.train;
-    let ce = |logits: &Tensor| logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
+    let ce =
+        |logits: &Tensor| logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
     match tc.method {
         Method::Standard => {
             let logits = net.forward(x);
@@ -299,7 +300,13 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
     tch::manual_seed(cfg.seed as i64);
     let mut data = data::load(&cfg.dataset, cfg.seed)?;
     let stats = cfg.model.normalize.then(|| data.channel_stats());
-    let net = Network::from_config(&cfg.model, &data.input_shape, data.num_classes, stats, device)?;
+    let net = Network::from_config(
+        &cfg.model,
+        &data.input_shape,
+        data.num_classes,
+        stats,
+        device,
+    )?;
     data.train_x = data.train_x.to_device(device);
     data.train_y = data.train_y.to_device(device);
     data.test_x = data.test_x.to_device(device);
@@ -329,7 +336,7 @@ pub fn train(
         total_epochs: cfg.train.epochs,
         steps_per_epoch,
     });
-    let mut log = |run: &mut RunWriter, emit: &mut dyn FnMut(Event), level: Level, message: String| {
+    let log = |run: &mut RunWriter, emit: &mut dyn FnMut(Event), level: Level, message: String| {
         run.log(&message);
         emit(Event::Log { level, message });
     };
@@ -403,7 +410,12 @@ pub fn train(
                 });
             }
             if control.should_stop(emit) {
-                log(run, emit, Level::Warn, format!("stopped at epoch {epoch}, step {step}"));
+                log(
+                    run,
+                    emit,
+                    Level::Warn,
+                    format!("stopped at epoch {epoch}, step {step}"),
+                );
                 net.save(&run.model_path())?;
                 return Ok(Outcome::Cancelled);
             }
@@ -467,7 +479,9 @@ pub fn train(
                 rec.train_loss,
                 rec.train_acc,
                 rec.clean_acc,
-                rec.pgd_acc.map(|a| format!(", pgd acc {a:.4}")).unwrap_or_default(),
+                rec.pgd_acc
+                    .map(|a| format!(", pgd acc {a:.4}"))
+                    .unwrap_or_default(),
                 rec.cert_acc
                     .iter()
                     .map(|(k, v)| format!(", cert[{k}] {v:.4}"))

@@ -3,10 +3,10 @@
 //! The worker owns everything libtorch: the `VarStore` is created inside the thread and only
 //! plain data crosses the channels. Its last event is always `Finished`; a channel that
 //! disconnects without one means the thread died, which callers show as a crash.
-pub use crate::train::{Command, Event, Level, Outcome};
 use crate::config::ExperimentConfig;
 use crate::run::{RunWriter, Summary};
 use crate::train::{self, Control};
+pub use crate::train::{Command, Event, Level, Outcome};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -64,6 +64,45 @@ pub fn spawn(
     device: tch::Device,
     wake: Box<dyn Fn() + Send>,
 ) -> std::io::Result<WorkerHandle> {
+    spawn_job(
+        cfg,
+        target,
+        device,
+        wake,
+        |cfg, device, run, control, emit| {
+            let mut prep = train::prepare(cfg, device)?;
+            train::train(cfg, &mut prep, run, control, emit)
+        },
+    )
+}
+
+/// Picks the device the config asks for, then spawns; for callers that must not touch tch.
+pub fn spawn_for(
+    cfg: ExperimentConfig,
+    target: RunTarget,
+    wake: Box<dyn Fn() + Send>,
+) -> Result<WorkerHandle, String> {
+    let device = train::pick_device(cfg.device).map_err(|e| e.to_string())?;
+    spawn(cfg, target, device, wake).map_err(|e| format!("cannot start the trainer thread: {e}"))
+}
+
+/// Runs `job` on the trainer thread with the worker's run folder, panic capture and summary.
+/// `spawn` uses it with the training loop; tests use it to inject failures.
+pub fn spawn_job(
+    cfg: ExperimentConfig,
+    target: RunTarget,
+    device: tch::Device,
+    wake: Box<dyn Fn() + Send>,
+    job: impl FnOnce(
+            &ExperimentConfig,
+            tch::Device,
+            &mut RunWriter,
+            &Control,
+            &mut dyn FnMut(Event),
+        ) -> Result<Outcome, train::TrainError>
+        + Send
+        + 'static,
+) -> std::io::Result<WorkerHandle> {
     let (cmd_tx, cmd_rx) = bounded::<Command>(64);
     let (ev_tx, ev_rx) = bounded::<Event>(4096);
     let cancel = Arc::new(AtomicBool::new(false));
@@ -78,7 +117,7 @@ pub fn spawn(
                 let _ = ev_tx.send(e);
                 wake();
             };
-            let outcome = run_captured(&cfg, &target, device, &control, &mut emit);
+            let outcome = run_captured(&cfg, &target, device, &control, &mut emit, job);
             emit(Event::Finished { outcome });
         })?;
     Ok(WorkerHandle {
@@ -96,6 +135,13 @@ fn run_captured(
     device: tch::Device,
     control: &Control,
     emit: &mut dyn FnMut(Event),
+    job: impl FnOnce(
+        &ExperimentConfig,
+        tch::Device,
+        &mut RunWriter,
+        &Control,
+        &mut dyn FnMut(Event),
+    ) -> Result<Outcome, train::TrainError>,
 ) -> Outcome {
     let started = Instant::now();
     let writer = match target {
@@ -107,8 +153,7 @@ fn run_captured(
         Err(e) => return Outcome::Failed(format!("cannot create the run folder: {e}")),
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut prep = train::prepare(cfg, device)?;
-        train::train(cfg, &mut prep, &mut run, control, emit)
+        job(cfg, device, &mut run, control, emit)
     }));
     let outcome = match result {
         Ok(Ok(o)) => o,

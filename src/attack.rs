@@ -104,7 +104,9 @@ pub fn feasibility_violation(x_adv: &Tensor, x: &Tensor, eps: f64, norm: Norm) -
         let lo = x_adv.min().double_value(&[]);
         let hi = x_adv.max().double_value(&[]);
         if !(lo >= 0.0 && hi <= 1.0) {
-            return Some(format!("an iterate left the box [0, 1]: values span [{lo}, {hi}]"));
+            return Some(format!(
+                "an iterate left the box [0, 1]: values span [{lo}, {hi}]"
+            ));
         }
         let delta = (x_adv - x).flatten(1, -1);
         let dist = match norm {
@@ -167,9 +169,10 @@ fn random_point(x: &Tensor, eps: f64, norm: Norm) -> Tensor {
             // Uniform in the ball: a uniform direction and a radius eps * u^(1/d).
             let g = x.randn_like();
             let dim = (x.numel() as i64 / x.size()[0].max(1)) as f64;
-            let radius = Tensor::rand(per_example_shape(x), (x.kind(), x.device()))
-                .pow_tensor_scalar(1.0 / dim)
-                * eps;
+            let mut shape = per_example_shape(x);
+            shape[0] = x.size()[0];
+            let radius =
+                Tensor::rand(&shape, (x.kind(), x.device())).pow_tensor_scalar(1.0 / dim) * eps;
             &g / l2_norms(&g).clamp_min(1e-12) * radius
         }
     };
@@ -215,7 +218,14 @@ fn objective_gradient(net: &Network, x: &Tensor, y: &Tensor, loss: AttackLoss) -
 }
 
 /// Fast gradient (sign) method: one step of length eps from `x`, projected onto the box.
-pub fn fgsm(net: &Network, x: &Tensor, y: &Tensor, eps: f64, norm: Norm, loss: AttackLoss) -> Tensor {
+pub fn fgsm(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    eps: f64,
+    norm: Norm,
+    loss: AttackLoss,
+) -> Tensor {
     let x = x.detach();
     if eps == 0.0 {
         return x;
@@ -265,7 +275,12 @@ pub fn pgd(net: &Network, x: &Tensor, y: &Tensor, cfg: &PgdConfig) -> PgdResult 
             let (g, logits) = objective_gradient(net, &x_adv, y, cfg.loss);
             tch::no_grad(|| {
                 keep_lower(&mut best_x, &mut best_margin, &x_adv, &margins(&logits, y));
-                x_adv = project(&(&x_adv + ascent_direction(&g, cfg.norm) * step), &x, cfg.eps, cfg.norm);
+                x_adv = project(
+                    &(&x_adv + ascent_direction(&g, cfg.norm) * step),
+                    &x,
+                    cfg.eps,
+                    cfg.norm,
+                );
             });
             #[cfg(test)]
             if let Some(offset) = INJECT_AFTER_PROJECTION.with(|c| c.get()) {
@@ -286,7 +301,10 @@ pub fn pgd(net: &Network, x: &Tensor, y: &Tensor, cfg: &PgdConfig) -> PgdResult 
 
 /// Whether the network classifies each input correctly (`[B]` bool).
 pub fn correct(net: &Network, x: &Tensor, y: &Tensor) -> Tensor {
-    net.forward(x).argmax(1, false).eq_tensor(y).to_kind(Kind::Bool)
+    net.forward(x)
+        .argmax(1, false)
+        .eq_tensor(y)
+        .to_kind(Kind::Bool)
 }
 
 #[cfg(test)]
@@ -316,7 +334,9 @@ mod tests {
         };
         let flat: Vec<f32> = w.iter().flatten().copied().collect();
         tch::no_grad(|| {
-            weight.shallow_clone().copy_(&Tensor::from_slice(&flat).reshape([2, 4]));
+            weight
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(&flat).reshape([2, 4]));
             bias.shallow_clone().copy_(&Tensor::from_slice(&b));
         });
         net
@@ -338,16 +358,24 @@ mod tests {
     /// unconstrained optimum `x - eps v / ||v||` is feasible (asserted).
     fn exact_min_margin(x: &[f64], v: &[f64], c: f64, eps: f64, norm: Norm) -> f64 {
         match norm {
-            Norm::Linf => x
-                .iter()
-                .zip(v)
-                .map(|(&xi, &vi)| vi * (xi - eps * vi.signum()).clamp(0.0, 1.0))
-                .sum::<f64>()
-                + c,
+            Norm::Linf => {
+                x.iter()
+                    .zip(v)
+                    .map(|(&xi, &vi)| vi * (xi - eps * vi.signum()).clamp(0.0, 1.0))
+                    .sum::<f64>()
+                    + c
+            }
             Norm::L2 => {
                 let nv = v.iter().map(|a| a * a).sum::<f64>().sqrt();
-                let opt: Vec<f64> = x.iter().zip(v).map(|(&xi, &vi)| xi - eps * vi / nv).collect();
-                assert!(opt.iter().all(|o| (0.0..=1.0).contains(o)), "box must be inactive");
+                let opt: Vec<f64> = x
+                    .iter()
+                    .zip(v)
+                    .map(|(&xi, &vi)| xi - eps * vi / nv)
+                    .collect();
+                assert!(
+                    opt.iter().all(|o| (0.0..=1.0).contains(o)),
+                    "box must be inactive"
+                );
                 opt.iter().zip(v).map(|(o, vi)| o * vi).sum::<f64>() + c
             }
         }
@@ -362,8 +390,16 @@ mod tests {
         let c = (b[0] - b[1]) as f64;
         // Interior points for l_2; the l_inf set also has points on and near the box edges,
         // where the box constraint is active.
-        let interior = [[0.5f32, 0.45, 0.6, 0.55], [0.4, 0.6, 0.5, 0.5], [0.55, 0.5, 0.45, 0.6]];
-        let edges = [[0.0f32, 1.0, 0.02, 0.97], [1.0, 0.0, 1.0, 0.0], [0.3, 0.05, 0.99, 0.5]];
+        let interior = [
+            [0.5f32, 0.45, 0.6, 0.55],
+            [0.4, 0.6, 0.5, 0.5],
+            [0.55, 0.5, 0.45, 0.6],
+        ];
+        let edges = [
+            [0.0f32, 1.0, 0.02, 0.97],
+            [1.0, 0.0, 1.0, 0.0],
+            [0.3, 0.05, 0.99, 0.5],
+        ];
         for (norm, eps, points) in [
             (Norm::Linf, 0.1, [interior, edges].concat()),
             (Norm::L2, 0.15, interior.to_vec()),
@@ -426,7 +462,12 @@ mod tests {
                 let d = (&res.x_adv - &x).flatten(1, -1);
                 let dist = match norm {
                     Norm::Linf => vecf(&d.abs().amax([1], false)),
-                    Norm::L2 => vecf(&d.to_kind(Kind::Double).square().sum_dim_intlist([1], false, Kind::Double).sqrt()),
+                    Norm::L2 => vecf(
+                        &d.to_kind(Kind::Double)
+                            .square()
+                            .sum_dim_intlist(&[1i64][..], false, Kind::Double)
+                            .sqrt(),
+                    ),
                 };
                 assert!(dist.iter().all(|&r| r <= 0.3 + 1e-5), "{norm:?}: {dist:?}");
                 let v = vecf(&res.x_adv);
@@ -483,7 +524,11 @@ mod tests {
         // l_2: delta (0.4, 0.35, -0.35) has norm 0.6344; scaled to 0.2, then clipped.
         let p = vecf(&project(&far, &x, 0.2, Norm::L2));
         let n = (0.4f64 * 0.4 + 2.0 * 0.35 * 0.35).sqrt();
-        let want = [0.5 + 0.4 * 0.2 / n, (0.95 + 0.35 * 0.2 / n).min(1.0), (0.05 - 0.35 * 0.2 / n).max(0.0)];
+        let want = [
+            0.5 + 0.4 * 0.2 / n,
+            (0.95 + 0.35 * 0.2 / n).min(1.0),
+            (0.05 - 0.35 * 0.2 / n).max(0.0),
+        ];
         for (a, b) in p.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{p:?} vs {want:?}");
         }
@@ -510,7 +555,11 @@ mod tests {
             let m_pgd = vecf(&pgd(&net, &x, &y, &cfg).margin);
             for i in 0..40 {
                 let want = m_clean[i].min(m_fgsm[i]);
-                assert!((m_pgd[i] - want).abs() < 1e-6, "{norm:?} {i}: {} vs {want}", m_pgd[i]);
+                assert!(
+                    (m_pgd[i] - want).abs() < 1e-6,
+                    "{norm:?} {i}: {} vs {want}",
+                    m_pgd[i]
+                );
             }
         }
     }

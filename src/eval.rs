@@ -30,7 +30,13 @@ pub struct RobustSpec {
 impl RobustSpec {
     /// The attack of this evaluation (see [`PgdConfig::evaluation`]).
     pub fn pgd_config(&self) -> PgdConfig {
-        PgdConfig::evaluation(self.eps, self.norm, self.pgd_steps, self.pgd_restarts, self.pgd_loss)
+        PgdConfig::evaluation(
+            self.eps,
+            self.norm,
+            self.pgd_steps,
+            self.pgd_restarts,
+            self.pgd_loss,
+        )
     }
 }
 
@@ -41,7 +47,11 @@ pub fn specs_from_config(cfg: &ExperimentConfig) -> Vec<RobustSpec> {
         .map(|&eps| RobustSpec {
             eps,
             norm: e.norm,
-            bounds: e.bounds.iter().filter_map(|b| BoundMethod::parse(b)).collect(),
+            bounds: e
+                .bounds
+                .iter()
+                .filter_map(|b| BoundMethod::parse(b))
+                .collect(),
             pgd_steps: e.pgd_steps,
             pgd_restarts: e.pgd_restarts,
             pgd_loss: AttackLoss::CrossEntropy,
@@ -62,7 +72,9 @@ pub fn clean_accuracy(net: &Network, x: &Tensor, y: &Tensor, batch: i64) -> f64 
             let len = batch.min(n - start);
             let xb = x.narrow(0, start, len);
             let yb = y.narrow(0, start, len);
-            correct += attack::correct(net, &xb, &yb).sum(Kind::Int64).int64_value(&[]);
+            correct += attack::correct(net, &xb, &yb)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
             start += len;
         }
         correct as f64 / n as f64
@@ -229,7 +241,13 @@ pub struct RobustReport {
 }
 
 /// Accuracies of one robust evaluation over a set, in batches.
-pub fn robust_eval(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec, batch: i64) -> RobustReport {
+pub fn robust_eval(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    spec: &RobustSpec,
+    batch: i64,
+) -> RobustReport {
     robust_eval_with_progress(net, x, y, spec, batch, &mut |_, _| {})
 }
 
@@ -254,7 +272,12 @@ pub fn robust_eval_with_progress(
     let mut start = 0;
     while start < n {
         let len = batch.min(n - start);
-        let m = robust_masks(net, &x.narrow(0, start, len), &y.narrow(0, start, len), spec);
+        let m = robust_masks(
+            net,
+            &x.narrow(0, start, len),
+            &y.narrow(0, start, len),
+            spec,
+        );
         clean_count += count(&m.clean);
         if let Some(p) = &m.pgd {
             pgd_count += count(p);
@@ -355,11 +378,18 @@ pub fn decision_map(
             Vec::<bool>::try_from(&clean)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|c| if c { PointStatus::CleanOnly } else { PointStatus::Misclassified })
+                .map(|c| {
+                    if c {
+                        PointStatus::CleanOnly
+                    } else {
+                        PointStatus::Misclassified
+                    }
+                })
                 .collect()
         }
     };
-    let pts = Vec::<f32>::try_from(xs.to_device(tch::Device::Cpu).reshape([-1])).unwrap_or_default();
+    let pts =
+        Vec::<f32>::try_from(xs.to_device(tch::Device::Cpu).reshape([-1])).unwrap_or_default();
     DecisionMap {
         epoch,
         resolution,
@@ -568,11 +598,17 @@ pub fn eval_cmd(opts: &EvalOptions) -> anyhow::Result<i32> {
             report.n,
             crate::train::device_name(device)
         );
-        println!("{:<12} {:>9} {:>8} {:>10} {:>12}", "method", "accuracy", "points", "time (s)", "points/s");
+        println!(
+            "{:<12} {:>9} {:>8} {:>10} {:>12}",
+            "method", "accuracy", "points", "time (s)", "points/s"
+        );
         let row = |name: &str, acc: f64, secs: Option<f64>| {
             let count = (acc * report.n as f64).round() as i64;
             let (t, rate) = match secs {
-                Some(s) => (format!("{s:.3}"), format!("{:.0}", report.n as f64 / s.max(1e-9))),
+                Some(s) => (
+                    format!("{s:.3}"),
+                    format!("{:.0}", report.n as f64 / s.max(1e-9)),
+                ),
                 None => ("-".into(), "-".into()),
             };
             println!("{name:<12} {acc:>9.4} {count:>8} {t:>10} {rate:>12}");
@@ -618,7 +654,10 @@ mod tests {
         let clean = bools(&m.clean);
         let pgd = m.pgd.as_ref().map(bools).unwrap_or_else(|| clean.clone());
         for i in 0..clean.len() {
-            assert!(!pgd[i] || clean[i], "{what}: point {i} is PGD-robust but misclassified");
+            assert!(
+                !pgd[i] || clean[i],
+                "{what}: point {i} is PGD-robust but misclassified"
+            );
             for (method, c) in &m.cert {
                 let c = bools(c);
                 assert!(
@@ -670,7 +709,10 @@ mod tests {
                 let pgd_robust = bools(&tch::no_grad(|| attack::correct(&net, &res.x_adv, &y)));
                 let n_fgsm = fgsm_robust.iter().filter(|&&b| b).count();
                 let n_pgd = pgd_robust.iter().filter(|&&b| b).count();
-                assert!(n_pgd <= n_fgsm, "{norm:?} eps {eps}: pgd {n_pgd} > fgsm {n_fgsm}");
+                assert!(
+                    n_pgd <= n_fgsm,
+                    "{norm:?} eps {eps}: pgd {n_pgd} > fgsm {n_fgsm}"
+                );
                 let mean = |t: &Tensor| t.mean(Kind::Float).double_value(&[]);
                 assert!(
                     mean(&res.margin) <= mean(&fgsm_margin) + 1e-6,
@@ -710,7 +752,9 @@ mod tests {
             let len = 7.min(40 - start);
             let (xb, yb) = (x.narrow(0, start, len), y.narrow(0, start, len));
             let res = attack::pgd(&net, &xb, &yb, &spec.pgd_config());
-            robust.extend(bools(&tch::no_grad(|| attack::correct(&net, &res.x_adv, &yb))));
+            robust.extend(bools(&tch::no_grad(|| {
+                attack::correct(&net, &res.x_adv, &yb)
+            })));
         }
         let expected: Vec<i64> = (0..40).filter(|&i| !robust[i as usize]).collect();
         assert!(!expected.is_empty() && expected.len() < 40, "{expected:?}");
@@ -723,7 +767,10 @@ mod tests {
         assert_eq!(v.method, BoundMethod::Ibp);
         assert!(v.bound_margin > 0.0 && v.attack_margin <= 0.0, "{v:?}");
         let msg = v.to_string();
-        assert!(msg.contains(&format!("test point {}", expected[0])) && msg.contains("`ibp`"), "{msg}");
+        assert!(
+            msg.contains(&format!("test point {}", expected[0])) && msg.contains("`ibp`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -792,17 +839,35 @@ mod tests {
             assert_eq!(evals.len(), 4);
             for e in evals {
                 let pgd = e.pgd_acc.unwrap();
-                assert!(pgd <= r.clean_acc, "epoch {} eps {}: pgd {pgd} > clean {}", r.epoch, e.eps, r.clean_acc);
+                assert!(
+                    pgd <= r.clean_acc,
+                    "epoch {} eps {}: pgd {pgd} > clean {}",
+                    r.epoch,
+                    e.eps,
+                    r.clean_acc
+                );
                 if e.eps == 0.0 {
-                    assert_eq!(pgd, r.clean_acc, "epoch {}: PGD at eps 0 must equal clean", r.epoch);
+                    assert_eq!(
+                        pgd, r.clean_acc,
+                        "epoch {}: PGD at eps 0 must equal clean",
+                        r.epoch
+                    );
                 }
                 for (m, c) in &e.cert_acc {
-                    assert!(*c <= pgd, "epoch {} eps {}: cert[{m}] {c} > pgd {pgd}", r.epoch, e.eps);
+                    assert!(
+                        *c <= pgd,
+                        "epoch {} eps {}: cert[{m}] {c} > pgd {pgd}",
+                        r.epoch,
+                        e.eps
+                    );
                     saw_certified |= e.eps > 0.0 && *c > 0.0;
                 }
             }
         }
-        assert!(saw_certified, "the IBP-trained model should certify some points");
+        assert!(
+            saw_certified,
+            "the IBP-trained model should certify some points"
+        );
         let errors: Vec<_> = events
             .iter()
             .filter_map(|e| match e {

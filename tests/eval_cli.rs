@@ -24,7 +24,10 @@ fn json_of(out: &Output) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON object ({e}): {}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "stdout is not one JSON object ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
@@ -38,14 +41,29 @@ fn eval_json_reports_nested_accuracies_on_a_fresh_run() {
         .arg(&run_dir)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     for (norm, eps) in [("linf", 0.05), ("l2", 0.08), ("linf", 0.0)] {
         let eps_s = eps.to_string();
         let v = json_of(&certlab(
             &[
-                "--eps", &eps_s, "--norm", norm, "--methods", "clean,pgd,ibp", "--pgd-steps", "10",
-                "--restarts", "2", "--n", "200", "--json",
+                "--eps",
+                &eps_s,
+                "--norm",
+                norm,
+                "--methods",
+                "clean,pgd,ibp",
+                "--pgd-steps",
+                "10",
+                "--restarts",
+                "2",
+                "--n",
+                "200",
+                "--json",
             ],
             &run_dir,
         ));
@@ -56,7 +74,10 @@ fn eval_json_reports_nested_accuracies_on_a_fresh_run() {
         let pgd = v["pgd_acc"].as_f64().unwrap();
         let ibp = v["cert_acc"]["ibp"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&clean) && clean > 0.5, "{v}");
-        assert!(ibp <= pgd && pgd <= clean, "cert <= pgd <= clean broken: {v}");
+        assert!(
+            ibp <= pgd && pgd <= clean,
+            "cert <= pgd <= clean broken: {v}"
+        );
         if eps == 0.0 {
             assert_eq!(pgd, clean, "PGD at eps 0 must equal clean accuracy: {v}");
         }
@@ -65,14 +86,24 @@ fn eval_json_reports_nested_accuracies_on_a_fresh_run() {
 
     // The loaded weights are the trained ones: clean accuracy on the whole test split equals
     // the last clean accuracy the training loop wrote to metrics.jsonl.
-    let v = json_of(&certlab(&["--eps", "0.1", "--methods", "clean", "--n", "0", "--json"], &run_dir));
+    let v = json_of(&certlab(
+        &["--eps", "0.1", "--methods", "clean", "--n", "0", "--json"],
+        &run_dir,
+    ));
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     let last: Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
-    assert_eq!(v["clean_acc"].as_f64(), last["clean_acc"].as_f64(), "{v} vs {last}");
+    assert_eq!(
+        v["clean_acc"].as_f64(),
+        last["clean_acc"].as_f64(),
+        "{v} vs {last}"
+    );
     assert!(v["pgd_acc"].is_null(), "pgd was not requested: {v}");
 
     // The table names every method it was asked for.
-    let out = certlab(&["--eps", "0.05", "--methods", "clean,pgd,ibp", "--n", "50"], &run_dir);
+    let out = certlab(
+        &["--eps", "0.05", "--methods", "clean,pgd,ibp", "--n", "50"],
+        &run_dir,
+    );
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     for word in ["clean", "pgd-20x1", "ibp", "accuracy"] {

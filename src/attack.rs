@@ -565,6 +565,61 @@ mod tests {
     }
 
     #[test]
+    fn pgd_keeps_the_lowest_margin_over_all_iterates() {
+        // A plain re-implementation of l_inf PGD (clip to the ball, then to the box) that
+        // records every iterate's margin; a large step makes the iterates oscillate, so the
+        // last one is often not the worst.
+        let net = mlp(6, vec![24, 24], 3, 9);
+        let x0 = Tensor::rand([64, 6], (Kind::Float, Device::Cpu));
+        let y = tch::no_grad(|| net.forward(&x0).argmax(1, false));
+        let (eps, steps, step) = (0.15, 8, 0.3);
+        let margin_at = |x: &Tensor| vecf(&tch::no_grad(|| margins(&net.forward(x), &y)));
+        let mut lowest = margin_at(&x0);
+        let mut x = x0.shallow_clone();
+        for _ in 0..steps {
+            let xa = x.detach().set_requires_grad(true);
+            let loss =
+                net.forward(&xa)
+                    .cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, -100, 0.0);
+            let g = Tensor::run_backward(&[loss], &[&xa], false, false)
+                .pop()
+                .unwrap();
+            let moved = x.detach() + g.sign() * step;
+            x = moved
+                .minimum(&(&x0 + eps))
+                .maximum(&(&x0 - eps))
+                .clamp(0.0, 1.0);
+            for (l, m) in lowest.iter_mut().zip(margin_at(&x)) {
+                *l = l.min(m);
+            }
+        }
+        let last = margin_at(&x);
+        let cfg = PgdConfig {
+            eps,
+            norm: Norm::Linf,
+            steps,
+            step_ratio: step / eps,
+            random_start: false,
+            restarts: 1,
+            loss: AttackLoss::CrossEntropy,
+        };
+        let got = vecf(&pgd(&net, &x0, &y, &cfg).margin);
+        for i in 0..64 {
+            assert!(
+                (got[i] - lowest[i]).abs() < 1e-5,
+                "point {i}: {} vs {}",
+                got[i],
+                lowest[i]
+            );
+        }
+        let earlier = (0..64).filter(|&i| last[i] > lowest[i] + 1e-4).count();
+        assert!(
+            earlier > 0,
+            "the test needs points whose worst iterate is not the last"
+        );
+    }
+
+    #[test]
     fn margins_match_a_loop() {
         let logits = Tensor::from_slice(&[1.0f32, 3.0, 2.0, -1.0, 0.5, 0.2]).reshape([2, 3]);
         let y = Tensor::from_slice(&[2i64, 0]);

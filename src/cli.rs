@@ -246,7 +246,7 @@ fn run_cmd(
                 match level {
                     Level::Info => eprintln!("{message}"),
                     Level::Warn => eprintln!("warning: {message}"),
-                    Level::Error => {}
+                    Level::Error => eprintln!("error: {message}"),
                 }
             }
             Event::Finished { outcome: o } => outcome = Some(o),
@@ -265,10 +265,8 @@ fn run_cmd(
             eprintln!("stopped; metrics so far are kept");
             Ok(130)
         }
-        Some(Outcome::Failed(e)) => {
-            eprintln!("error: {e}");
-            Ok(1)
-        }
+        // The error itself was printed when its log event arrived.
+        Some(Outcome::Failed(_)) => Ok(1),
         None => bail!("the trainer thread ended without reporting an outcome"),
     }
 }

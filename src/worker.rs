@@ -150,7 +150,14 @@ fn run_captured(
     };
     let mut run = match writer {
         Ok(w) => w,
-        Err(e) => return Outcome::Failed(format!("cannot create the run folder: {e}")),
+        Err(e) => {
+            let message = format!("cannot create the run folder: {e}");
+            emit(Event::Log {
+                level: Level::Error,
+                message: message.clone(),
+            });
+            return Outcome::Failed(message);
+        }
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         job(cfg, device, &mut run, control, emit)

@@ -141,16 +141,45 @@ pub enum Arch {
     SmallConv,
     /// Wong et al. 2018 Large: conv32 3x3, conv32 4x4 s2, conv64 3x3, conv64 4x4 s2, fc512, fc512.
     LargeConv,
+    /// 1-Lipschitz by construction (seed 002): SDP-based Lipschitz layers (SLL), one block per
+    /// `hidden` entry (width `hidden[0]`), then a norm-bounded last layer.
+    Sll,
+    /// 1-Lipschitz convex potential layers (CPL), same layout as `sll`.
+    Cpl,
+    /// 1-Lipschitz almost-orthogonal layers (AOL rescaling), `hidden` widths like the MLP.
+    Aol,
+    /// MLP whose every linear layer is divided by a guaranteed bound on its spectral norm.
+    Spectral,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 3] = [Arch::Mlp, Arch::SmallConv, Arch::LargeConv];
+    pub const ALL: [Arch; 7] = [
+        Arch::Mlp,
+        Arch::SmallConv,
+        Arch::LargeConv,
+        Arch::Sll,
+        Arch::Cpl,
+        Arch::Aol,
+        Arch::Spectral,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Arch::Mlp => "mlp",
             Arch::SmallConv => "small-conv",
             Arch::LargeConv => "large-conv",
+            Arch::Sll => "sll",
+            Arch::Cpl => "cpl",
+            Arch::Aol => "aol",
+            Arch::Spectral => "spectral",
         }
+    }
+    /// Whether the architecture is 1-Lipschitz by construction (l_2 certificates from margins).
+    pub fn is_one_lipschitz(self) -> bool {
+        matches!(self, Arch::Sll | Arch::Cpl | Arch::Aol | Arch::Spectral)
+    }
+    /// Whether it takes image inputs only.
+    pub fn is_conv(self) -> bool {
+        matches!(self, Arch::SmallConv | Arch::LargeConv)
     }
 }
 
@@ -186,17 +215,22 @@ pub enum Method {
     Ibp,
     /// CROWN-IBP (Zhang et al. 2020).
     CrownIbp,
-    /// Convex outer polytope / Fast-Lin with exact intermediate bounds (Wong & Kolter).
+    /// Convex outer polytope / Fast-Lin with exact intermediate bounds (Wong & Kolter), or
+    /// with Cauchy random projections of dimension `train.proj_dim` when that is > 0.
     Fastlin,
+    /// Cross-entropy plus `lip_weight` times a differentiable Lipschitz bound (seed 000); with
+    /// `lip_target` > 0 the bound is also enforced after every step.
+    Lipschitz,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 6] = [
         Method::Standard,
         Method::Pgd,
         Method::Ibp,
         Method::CrownIbp,
         Method::Fastlin,
+        Method::Lipschitz,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -205,11 +239,12 @@ impl Method {
             Method::Ibp => "ibp",
             Method::CrownIbp => "crown-ibp",
             Method::Fastlin => "fastlin",
+            Method::Lipschitz => "lipschitz",
         }
     }
     /// Whether the method's loss uses the perturbation radius.
     pub fn uses_eps(self) -> bool {
-        !matches!(self, Method::Standard)
+        !matches!(self, Method::Standard | Method::Lipschitz)
     }
 }
 
@@ -236,6 +271,30 @@ impl Norm {
         }
     }
 }
+
+/// The differentiable Lipschitz bound of `method = "lipschitz"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LipBound {
+    /// Product of per-layer Gram-iteration bounds (seed 002).
+    #[default]
+    Gram,
+    /// LipSDP-Neuron with a feasible multiplier improved by first-order steps (seed 000).
+    Lipsdp,
+}
+
+impl LipBound {
+    pub const ALL: [LipBound; 2] = [LipBound::Gram, LipBound::Lipsdp];
+    pub fn name(self) -> &'static str {
+        match self {
+            LipBound::Gram => "gram",
+            LipBound::Lipsdp => "lipsdp",
+        }
+    }
+}
+
+pub const LIPSCHITZ_ESTIMATORS: [&str; 6] =
+    ["power", "gram", "exact", "product", "lipsdp", "empirical"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -273,6 +332,14 @@ pub struct TrainConfig {
     /// PGD training: steps and step size (relative to eps).
     pub pgd_steps: u32,
     pub pgd_step_ratio: f64,
+    /// Fast-Lin: dimension of the Cauchy random projections for intermediate bounds (0 = exact).
+    pub proj_dim: usize,
+    /// Lipschitz method: weight of the bound in the loss.
+    pub lip_weight: f64,
+    /// Lipschitz method: keep the bound <= this after every step (0 = not enforced).
+    pub lip_target: f64,
+    /// Lipschitz method: which differentiable bound.
+    pub lip_bound: LipBound,
 }
 
 impl Default for TrainConfig {
@@ -293,6 +360,10 @@ impl Default for TrainConfig {
             reg_warmup_epochs: 0,
             pgd_steps: 7,
             pgd_step_ratio: 0.25,
+            proj_dim: 0,
+            lip_weight: 0.0,
+            lip_target: 0.0,
+            lip_bound: LipBound::Gram,
         }
     }
 }
@@ -377,6 +448,8 @@ pub struct EvalConfig {
     pub robust_subset: usize,
     /// Evaluate every this many epochs (the last epoch is always evaluated).
     pub every_epochs: u32,
+    /// Lipschitz estimators reported per evaluation: power, gram, exact, product, lipsdp, empirical.
+    pub lipschitz: Vec<String>,
 }
 
 impl Default for EvalConfig {
@@ -389,6 +462,7 @@ impl Default for EvalConfig {
             pgd_restarts: 1,
             robust_subset: 500,
             every_epochs: 1,
+            lipschitz: vec![],
         }
     }
 }
@@ -514,7 +588,7 @@ impl ExperimentConfig {
                     format!("{} is out of range: expected 0 <= noise <= 1", d.toy_noise),
                 );
             }
-            if self.model.arch != Arch::Mlp {
+            if self.model.arch.is_conv() {
                 bad(
                     "model.arch",
                     format!(
@@ -530,7 +604,16 @@ impl ExperimentConfig {
                 format!("dataset `{}` needs the folder of its files", d.kind.name()),
             );
         }
-        if self.model.arch == Arch::Mlp {
+        if self.model.arch.is_one_lipschitz() && self.model.hidden.is_empty() {
+            bad(
+                "model.hidden",
+                format!(
+                    "`{}` needs at least one hidden layer",
+                    self.model.arch.name()
+                ),
+            );
+        }
+        if !self.model.arch.is_conv() {
             if self.model.hidden.iter().any(|&w| !(1..=65536).contains(&w)) {
                 bad(
                     "model.hidden",
@@ -595,6 +678,48 @@ impl ExperimentConfig {
                     "the tightness regularizers r1/r2 need a linear relaxation: use `crown-ibp` or `fastlin`, not `{}`",
                     t.method.name()
                 ),
+            );
+        }
+        if t.proj_dim > 100_000 {
+            bad(
+                "train.proj_dim",
+                format!(
+                    "{} is out of range: expected 0 (exact) ..= 100000",
+                    t.proj_dim
+                ),
+            );
+        }
+        if t.proj_dim > 0 && t.method != Method::Fastlin {
+            bad(
+                "train.proj_dim",
+                format!(
+                    "random projections are for `fastlin` training, not `{}`: set 0",
+                    t.method.name()
+                ),
+            );
+        }
+        if !(t.lip_weight.is_finite() && t.lip_weight >= 0.0) {
+            bad(
+                "train.lip_weight",
+                format!(
+                    "{} is out of range: expected a finite value >= 0",
+                    t.lip_weight
+                ),
+            );
+        }
+        if !(t.lip_target.is_finite() && t.lip_target >= 0.0) {
+            bad(
+                "train.lip_target",
+                format!(
+                    "{} is out of range: expected 0 (off) or a bound > 0",
+                    t.lip_target
+                ),
+            );
+        }
+        if t.method == Method::Lipschitz && t.lip_weight == 0.0 && t.lip_target == 0.0 {
+            bad(
+                "train.lip_weight",
+                "method `lipschitz` needs lip_weight > 0 or lip_target > 0".into(),
             );
         }
         if t.method == Method::Pgd && !(1..=1000).contains(&t.pgd_steps) {
@@ -677,6 +802,17 @@ impl ExperimentConfig {
         }
         if e.every_epochs == 0 {
             bad("eval.every_epochs", "must be >= 1".into());
+        }
+        for l in &e.lipschitz {
+            if !LIPSCHITZ_ESTIMATORS.contains(&l.as_str()) {
+                bad(
+                    "eval.lipschitz",
+                    format!(
+                        "unknown Lipschitz estimator `{l}`: expected one of {}",
+                        LIPSCHITZ_ESTIMATORS.join(", ")
+                    ),
+                );
+            }
         }
         errs
     }

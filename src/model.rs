@@ -130,6 +130,12 @@ pub fn architecture(
                 out_features: num_classes,
             });
         }
+        Arch::Sll | Arch::Cpl | Arch::Aol | Arch::Spectral => {
+            return Err(ModelError::Shape(format!(
+                "architecture `{}` is not built yet",
+                cfg.arch.name()
+            )));
+        }
         Arch::SmallConv | Arch::LargeConv => {
             let [c, h, w] = input_shape else {
                 return Err(ModelError::Shape(format!(

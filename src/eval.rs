@@ -646,8 +646,8 @@ mod tests {
         Network::from_config(&cfg, &[input], classes, None, Device::Cpu).unwrap()
     }
 
-    /// The bound methods this branch can compute; the others arrive with the bounds module.
-    const TESTED_BOUNDS: [BoundMethod; 1] = [BoundMethod::Ibp];
+    /// Every bound method.
+    const TESTED_BOUNDS: [BoundMethod; 4] = BoundMethod::ALL;
 
     /// Checks cert <= pgd <= clean point by point, naming the first point that breaks it.
     fn assert_nested(m: &RobustMasks, what: &str) {

@@ -263,9 +263,12 @@ pub fn method_loss(
                 eps: sched.eps,
                 norm: tc.norm,
             };
-            let robust = bounds::certified_training_loss(net, x, y, ball, tc, sched);
-            let loss = ce(&logits) * sched.kappa + robust * (1.0 - sched.kappa);
-            (loss, logits)
+            let c = bounds::certified_training_loss(net, x, y, ball, tc, sched);
+            let loss = ce(&logits) * sched.kappa + c.robust * (1.0 - sched.kappa);
+            match c.regularizer {
+                Some(reg) => (loss + reg, logits),
+                None => (loss, logits),
+            }
         }
         // Placeholder until the Lipschitz issue lands: refused by `train::prepare`.
         Method::Lipschitz => {

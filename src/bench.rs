@@ -85,3 +85,85 @@ pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<(
     );
     Ok(())
 }
+
+/// `certlab bench --bounds`: samples/s of certified-training steps (margin lower bound of the
+/// method, cross-entropy on `-m`, backward, Adam step) on Fashion-MNIST, batch 256, l_inf eps
+/// 0.1, for the MLP 2x100 and the Small convnet. `scripts/bench_autolirpa.py` times the same
+/// steps in auto_LiRPA.
+pub fn bench_bounds_cmd(device: &str, steps: u32, arch: &str) -> Result<()> {
+    let archs: Vec<Arch> = match arch {
+        "all" => vec![Arch::Mlp, Arch::SmallConv],
+        "mlp" => vec![Arch::Mlp],
+        "small-conv" => vec![Arch::SmallConv],
+        other => anyhow::bail!("--arch `{other}`: expected mlp, small-conv or all"),
+    };
+    use crate::bounds::{self, Ball, BoundMethod, Intermediate, Relaxation, Relaxed};
+    use crate::config::Norm;
+    let choice = crate::config::DeviceChoice::parse(device)
+        .with_context(|| format!("--device `{device}` is not one of: auto, cpu, cuda"))?;
+    let dev = train::pick_device(choice)?;
+    let ball = Ball {
+        eps: 0.1,
+        norm: Norm::Linf,
+    };
+    let projected = Relaxed {
+        relax: Relaxation::Fastlin,
+        inter: Intermediate::Projection { dim: 50 },
+    };
+    let methods: Vec<(&str, Option<Relaxed>)> = vec![
+        ("ibp", None),
+        ("crown-ibp", BoundMethod::CrownIbp.relaxed()),
+        ("fastlin", BoundMethod::Fastlin.relaxed()),
+        ("crown", BoundMethod::Crown.relaxed()),
+        ("fastlin-proj50", Some(projected)),
+    ];
+    println!(
+        "certified-training steps, Fashion-MNIST, batch 256, l_inf eps 0.1, {} ({} threads)",
+        train::device_name(dev),
+        tch::get_num_threads()
+    );
+    for arch in archs {
+        let mut cfg = fashion_mlp_config();
+        cfg.model.arch = arch;
+        let prep = train::prepare(&cfg, dev)?;
+        let mut opt = train::optimizer(&prep.net, &cfg)?;
+        let n = prep.data.train_len();
+        for (name, relaxed) in &methods {
+            let exact = matches!(relaxed, Some(r) if r.inter == Intermediate::Exact);
+            let count = if arch == Arch::SmallConv && exact {
+                (steps / 10).max(2)
+            } else {
+                steps.max(1)
+            } as i64;
+            let perm = Tensor::randperm(n, (Kind::Int64, dev));
+            let mut step = |b: i64| {
+                let idx = perm.narrow(0, (b * 256) % (n - 256), 256);
+                let x = prep.data.train_x.index_select(0, &idx);
+                let y = prep.data.train_y.index_select(0, &idx);
+                let m = match relaxed {
+                    None => bounds::margin_lower(&prep.net, &x, &y, ball, BoundMethod::Ibp),
+                    Some(r) => bounds::margin_lower_relaxed(&prep.net, &x, &y, ball, *r),
+                };
+                let loss =
+                    (-m).cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0);
+                opt.zero_grad();
+                loss.backward();
+                let _ = loss.double_value(&[]);
+                opt.step();
+            };
+            step(0);
+            let t0 = Instant::now();
+            for b in 1..=count {
+                step(b);
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "certlab {:<10} {:<15} {:>9.0} samples/s ({count} steps in {secs:.2} s)",
+                arch.name(),
+                name,
+                (count * 256) as f64 / secs
+            );
+        }
+    }
+    Ok(())
+}

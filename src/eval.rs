@@ -476,6 +476,162 @@ pub struct EvalOptions {
     pub batch: i64,
 }
 
+/// A trained network loaded back from its run folder, with its test split.
+pub struct TrainedRun {
+    pub config: ExperimentConfig,
+    pub net: Network,
+    pub data: crate::data::Dataset,
+    pub device: Device,
+    /// `model.safetensors` or `model_best.safetensors`.
+    pub model_file: &'static str,
+}
+
+impl TrainedRun {
+    /// The first `n` test points in file order (`0`: all of them).
+    pub fn first_test_points(&self, n: usize) -> (Tensor, Tensor) {
+        let total = self.data.test_len();
+        let n = if n == 0 { total } else { (n as i64).min(total) };
+        (
+            self.data.test_x.narrow(0, 0, n),
+            self.data.test_y.narrow(0, 0, n),
+        )
+    }
+}
+
+/// Loads a run folder's config, rebuilds its network on `device` (auto, cpu, cuda) and loads
+/// its weights (`best`: `model_best.safetensors`).
+pub fn load_trained(
+    run_dir: &std::path::Path,
+    device: &str,
+    best: bool,
+) -> anyhow::Result<TrainedRun> {
+    use anyhow::Context;
+    let run = crate::run::load_run(run_dir)?;
+    let choice = crate::config::DeviceChoice::parse(device)
+        .with_context(|| format!("--device `{device}`: expected auto, cpu or cuda"))?;
+    let device = crate::train::pick_device(choice)?;
+    let prep = crate::train::prepare(&run.config, device)?;
+    let mut net = prep.net;
+    let model_file = if best {
+        crate::run::BEST_MODEL_FILE
+    } else {
+        crate::run::MODEL_FILE
+    };
+    net.load_weights(&run_dir.join(model_file))?;
+    Ok(TrainedRun {
+        config: run.config,
+        net,
+        data: prep.data,
+        device,
+        model_file,
+    })
+}
+
+/// The options of `certlab bounds`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoundsOptions {
+    pub run_dir: std::path::PathBuf,
+    pub eps: f64,
+    pub norm: String,
+    pub method: String,
+    pub n: usize,
+    pub out: Option<std::path::PathBuf>,
+    pub best: bool,
+    pub device: String,
+}
+
+/// `certlab bounds`: per-class logit bounds and margin lower bounds of the first N test points,
+/// as JSON on stdout or in `--out` (written to a temporary file, then renamed).
+pub fn bounds_cmd(opts: &BoundsOptions) -> anyhow::Result<i32> {
+    use anyhow::{bail, Context};
+    if !(opts.eps.is_finite() && opts.eps >= 0.0) {
+        bail!("--eps {}: expected a finite value >= 0", opts.eps);
+    }
+    let norm = Norm::parse(&opts.norm)
+        .with_context(|| format!("--norm `{}`: expected linf or l2", opts.norm))?;
+    let method = BoundMethod::parse(&opts.method).with_context(|| {
+        format!(
+            "--method `{}`: expected one of {}",
+            opts.method,
+            BoundMethod::ALL.map(|m| m.name()).join(", ")
+        )
+    })?;
+    if opts.n == 0 {
+        bail!("--n 0: expected at least one point");
+    }
+    if let Some(out) = &opts.out {
+        if out.is_dir() {
+            bail!("--out {}: is a folder, expected a file name", out.display());
+        }
+    }
+    let trained = load_trained(&opts.run_dir, &opts.device, opts.best)?;
+    let net = &trained.net;
+    let (x, y) = trained.first_test_points(opts.n);
+    let ball = Ball {
+        eps: opts.eps,
+        norm,
+    };
+    let started = Instant::now();
+    let (lower, upper, margin) = tch::no_grad(|| {
+        let (lo, hi) = bounds::logit_bounds(net, &x, ball, method);
+        (lo, hi, bounds::margin_lower(net, &x, &y, ball, method))
+    });
+    sync(trained.device);
+    let secs = started.elapsed().as_secs_f64();
+    let rows = |t: &Tensor| -> Vec<Vec<f64>> {
+        Vec::<Vec<f64>>::try_from(t.to_kind(Kind::Double).to_device(Device::Cpu))
+            .unwrap_or_default()
+    };
+    let (lower, upper, margin_rows) = (rows(&lower), rows(&upper), rows(&margin));
+    let labels = Vec::<i64>::try_from(y.to_device(Device::Cpu)).unwrap_or_default();
+    let certified = Vec::<bool>::try_from(bounds::certified(&margin, &y).to_device(Device::Cpu))
+        .unwrap_or_default();
+    let points: Vec<serde_json::Value> = (0..labels.len())
+        .map(|i| {
+            serde_json::json!({
+                "index": i,
+                "label": labels[i],
+                "logits_lower": lower[i],
+                "logits_upper": upper[i],
+                "margin_lower": margin_rows[i],
+                "certified": certified[i],
+            })
+        })
+        .collect();
+    let n_cert = certified.iter().filter(|&&c| c).count();
+    let obj = serde_json::json!({
+        "method": method.name(),
+        "eps": opts.eps,
+        "norm": norm.name(),
+        "n": labels.len(),
+        "certified": n_cert,
+        "seconds": secs,
+        "model": trained.model_file,
+        "points": points,
+    });
+    match &opts.out {
+        None => println!("{obj}"),
+        Some(out) => {
+            let tmp = out.with_extension("json.tmp");
+            std::fs::write(&tmp, format!("{obj}\n"))
+                .and_then(|_| std::fs::rename(&tmp, out))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "{}: {} of {} points certified by {} at eps {} ({}), {:.3} s; wrote {}",
+                opts.run_dir.display(),
+                n_cert,
+                labels.len(),
+                method.name(),
+                opts.eps,
+                norm.name(),
+                secs,
+                out.display()
+            );
+        }
+    }
+    Ok(0)
+}
+
 /// `certlab eval`: loads a run folder, rebuilds its network and evaluates it on the first N
 /// test points. Prints a table, or one JSON object with `--json`. Returns the exit code
 /// (3 when a bound certifies a point that PGD breaks).
@@ -518,26 +674,9 @@ pub fn eval_cmd(opts: &EvalOptions) -> anyhow::Result<i32> {
     if methods.pgd && opts.pgd_steps == 0 {
         bail!("--pgd-steps 0: PGD needs at least one step (or leave `pgd` out of --methods)");
     }
-    let choice = crate::config::DeviceChoice::parse(&opts.device)
-        .with_context(|| format!("--device `{}`: expected auto, cpu or cuda", opts.device))?;
-    let device = crate::train::pick_device(choice)?;
-    let prep = crate::train::prepare(&cfg, device)?;
-    let mut net = prep.net;
-    let model_file = if opts.best {
-        crate::run::BEST_MODEL_FILE
-    } else {
-        crate::run::MODEL_FILE
-    };
-    net.load_weights(&opts.run_dir.join(model_file))?;
-    let total = prep.data.test_len();
-    let wanted = opts.n.unwrap_or(cfg.eval.robust_subset);
-    let n = if wanted == 0 {
-        total
-    } else {
-        (wanted as i64).min(total)
-    };
-    let x = prep.data.test_x.narrow(0, 0, n);
-    let y = prep.data.test_y.narrow(0, 0, n);
+    let trained = load_trained(&opts.run_dir, &opts.device, opts.best)?;
+    let (net, device, model_file) = (&trained.net, trained.device, trained.model_file);
+    let (x, y) = trained.first_test_points(opts.n.unwrap_or(cfg.eval.robust_subset));
     let spec = RobustSpec {
         eps: opts.eps,
         norm,
@@ -547,7 +686,7 @@ pub fn eval_cmd(opts: &EvalOptions) -> anyhow::Result<i32> {
         pgd_loss,
     };
     let tty = std::io::stderr().is_terminal();
-    let report = robust_eval_with_progress(&net, &x, &y, &spec, opts.batch, &mut |done, all| {
+    let report = robust_eval_with_progress(net, &x, &y, &spec, opts.batch, &mut |done, all| {
         if tty {
             eprint!("\revaluating {done}/{all} points");
             let _ = std::io::stderr().flush();

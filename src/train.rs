@@ -278,6 +278,22 @@ pub fn method_loss(
     }
 }
 
+/// The linear relaxation whose tightness statistics an evaluation reports: the training
+/// method's own, else the first linear bound method of the evaluation; `None` if there is none.
+pub fn gap_method(cfg: &ExperimentConfig) -> Option<bounds::BoundMethod> {
+    use bounds::BoundMethod;
+    match cfg.train.method {
+        Method::CrownIbp => Some(BoundMethod::CrownIbp),
+        Method::Fastlin => Some(BoundMethod::Fastlin),
+        _ => cfg
+            .eval
+            .bounds
+            .iter()
+            .filter_map(|b| BoundMethod::parse(b))
+            .find(|m| m.relaxed().is_some()),
+    }
+}
+
 /// Builds the optimiser for a network.
 pub fn optimizer(net: &Network, cfg: &ExperimentConfig) -> Result<nn::Optimizer, TchError> {
     let o = &cfg.optimizer;
@@ -468,6 +484,20 @@ pub fn train(
             } else {
                 rec.more_eps.push(r);
             }
+        }
+        if let (Some(method), Some(spec)) = (gap_method(cfg), specs.first()) {
+            let ball = Ball {
+                eps: spec.eps,
+                norm: spec.norm,
+            };
+            rec.gap =
+                bounds::gap_stats(net, &robust_x, &robust_y, ball, method, 128).map(|mut g| {
+                    g.cert_pgd_gap = match (rec.pgd_acc, rec.cert_acc.get(method.name())) {
+                        (Some(p), Some(c)) => Some(p - c),
+                        _ => None,
+                    };
+                    g
+                });
         }
         rec.time_s = started.elapsed().as_secs_f64();
         run.append_metrics(&rec)?;

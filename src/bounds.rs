@@ -270,6 +270,7 @@ struct Relaxer<'a> {
     ball: Ball,
     /// `lines[i]` for every ReLU layer `i`.
     lines: Vec<Option<ReluLines>>,
+    relax: Relaxation,
 }
 
 impl<'a> Relaxer<'a> {
@@ -283,6 +284,7 @@ impl<'a> Relaxer<'a> {
             x: x.shallow_clone(),
             ball,
             lines: (0..layers.len()).map(|_| None).collect(),
+            relax: relaxed.relax,
         };
         match relaxed.inter {
             Intermediate::Projection { dim } => r.projected_lines(&ibp, relaxed.relax, dim),
@@ -337,10 +339,23 @@ impl<'a> Relaxer<'a> {
         let mut full = vec![1, 2 * k];
         full.extend_from_slice(shape);
         // Example-independent until the first ReLU on the way back: batch dimension 1.
-        let lambda = Tensor::cat(&[&eye, &eye.neg()], 0).reshape(full.as_slice());
-        let lower = self.lower_bound(i, lambda);
-        let lo = il.index_copy(1, &rows, &lower.narrow(1, 0, k));
-        let hi = iu.index_copy(1, &rows, &lower.narrow(1, k, k).neg());
+        let (lower, upper) = if self.relax == Relaxation::Fastlin {
+            // Fast-Lin's two lines are parallel: one backward pass serves both bounds, the
+            // upper one adding `|lambda| . intercept` at every ReLU (half the work).
+            full[1] = k;
+            let mut spread = Tensor::zeros([1, k], (self.x.kind(), self.x.device()));
+            let (lambda, offset) =
+                self.backward_spread(i, eye.reshape(full.as_slice()), None, Some(&mut spread));
+            let lower = input_minimum(&lambda, &self.x, self.ball, false).0 + &offset;
+            let upper = -input_minimum(&-&lambda, &self.x, self.ball, false).0 + offset + spread;
+            (lower, upper)
+        } else {
+            let lambda = Tensor::cat(&[&eye, &eye.neg()], 0).reshape(full.as_slice());
+            let both = self.lower_bound(i, lambda);
+            (both.narrow(1, 0, k), both.narrow(1, k, k).neg())
+        };
+        let lo = il.index_copy(1, &rows, &lower);
+        let hi = iu.index_copy(1, &rows, &upper);
         (lo.reshape(out.as_slice()), hi.reshape(out.as_slice()))
     }
 
@@ -349,8 +364,20 @@ impl<'a> Relaxer<'a> {
     fn backward(
         &self,
         upto: usize,
+        lambda: Tensor,
+        trace: Option<&mut Vec<ReluTrace>>,
+    ) -> (Tensor, Tensor) {
+        self.backward_spread(upto, lambda, trace, None)
+    }
+
+    /// [`Relaxer::backward`]; with `spread`, also accumulates `sum |lambda| . intercept` over
+    /// the ReLUs (with parallel lines, the upper bound is the lower one plus this spread).
+    fn backward_spread(
+        &self,
+        upto: usize,
         mut lambda: Tensor,
         mut trace: Option<&mut Vec<ReluTrace>>,
+        mut spread: Option<&mut Tensor>,
     ) -> (Tensor, Tensor) {
         let s = lambda.size()[1];
         let mut offset = Tensor::zeros([1, s], (self.x.kind(), self.x.device()));
@@ -406,6 +433,9 @@ impl<'a> Relaxer<'a> {
                     let pos = lambda.clamp_min(0.0);
                     let neg = lambda.clamp_max(0.0);
                     offset = offset + sum_rest(&(&neg * &lines.upper_icpt));
+                    if let Some(sp) = spread.as_deref_mut() {
+                        *sp = &*sp + sum_rest(&(lambda.abs() * &lines.upper_icpt));
+                    }
                     if let Some(t) = trace.as_deref_mut() {
                         t.push(ReluTrace {
                             layer: i,

@@ -26,9 +26,28 @@ pub enum Cmd {
     Gui {
         /// A preset to open instead of the built-in default experiment.
         preset: Option<PathBuf>,
-        /// Run folders to open in the run browser.
+        /// Run folders to overlay on the plots.
         #[arg(long = "open")]
         open: Vec<PathBuf>,
+        /// Where new runs go and which folder the run browser lists.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Window size in points, WIDTHxHEIGHT.
+        #[arg(long, default_value = "1400x900")]
+        size: String,
+        /// Press Start as soon as the window opens.
+        #[arg(long)]
+        start: bool,
+        /// Save the window of TAB as a PNG and quit after the last one (for `make screenshots`):
+        /// TAB=FILE, TAB one of overview, tightness, lipschitz, decision, runs.
+        #[arg(long = "shot", value_name = "TAB=FILE")]
+        shots: Vec<String>,
+        /// With --shot: wait until the run has this many evaluations (or has ended).
+        #[arg(long, default_value_t = 1)]
+        shot_after: usize,
+        /// With --shot: overlay every run of the runs folder.
+        #[arg(long)]
+        overlay_all: bool,
     },
     /// Train an experiment headless and write its run folder.
     Run {
@@ -136,13 +155,33 @@ pub enum Cmd {
         /// With --bounds: mlp, small-conv or all.
         #[arg(long, default_value = "all")]
         arch: String,
+        /// Time UI frames instead: 5 overlaid runs of 500 epochs, every tab (no window, no GPU).
+        #[arg(long)]
+        ui: bool,
+        /// With --ui: frames per tab.
+        #[arg(long, default_value_t = 200)]
+        frames: u32,
     },
 }
 
 pub fn main_with(cli: Cli) -> Result<i32> {
     match cli.command {
-        None => crate::ui::launch(None, vec![]).map(|_| 0),
-        Some(Cmd::Gui { preset, open }) => crate::ui::launch(preset, open).map(|_| 0),
+        None => crate::ui::launch(crate::ui::LaunchOptions {
+            runs_dir: PathBuf::from("runs"),
+            size: [1400.0, 900.0],
+            ..Default::default()
+        })
+        .map(|_| 0),
+        Some(Cmd::Gui {
+            preset,
+            open,
+            runs_dir,
+            size,
+            start,
+            shots,
+            shot_after,
+            overlay_all,
+        }) => gui_cmd(preset, open, runs_dir, &size, start, &shots, shot_after, overlay_all),
         Some(Cmd::Run {
             preset,
             out,
@@ -201,6 +240,12 @@ pub fn main_with(cli: Cli) -> Result<i32> {
             batch,
         }),
         Some(Cmd::Bench {
+            ui: true, frames, ..
+        }) => {
+            crate::ui::bench::bench_ui_cmd(frames);
+            Ok(0)
+        }
+        Some(Cmd::Bench {
             bounds: true,
             device,
             steps,
@@ -214,6 +259,49 @@ pub fn main_with(cli: Cli) -> Result<i32> {
             ..
         }) => crate::bench::bench_cmd(preset, &device, epochs).map(|_| 0),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gui_cmd(
+    preset: Option<PathBuf>,
+    open: Vec<PathBuf>,
+    runs_dir: PathBuf,
+    size: &str,
+    start: bool,
+    shots: &[String],
+    shot_after: usize,
+    overlay_all: bool,
+) -> Result<i32> {
+    let parsed_size = size
+        .split_once('x')
+        .and_then(|(w, h)| Some([w.parse::<f32>().ok()?, h.parse::<f32>().ok()?]))
+        .with_context(|| format!("--size `{size}` is not WIDTHxHEIGHT, e.g. 1400x900"))?;
+    let mut plan = Vec::new();
+    for s in shots {
+        let (tab, file) = s
+            .split_once('=')
+            .with_context(|| format!("--shot `{s}` is not TAB=FILE"))?;
+        let tab = crate::ui::Tab::parse(tab).with_context(|| {
+            format!("--shot: unknown tab `{tab}`: expected overview, tightness, lipschitz, decision or runs")
+        })?;
+        plan.push((tab, PathBuf::from(file)));
+    }
+    let autopilot = (start || !plan.is_empty()).then(|| crate::ui::Autopilot {
+        start,
+        after_evals: shot_after,
+        quit_after_shots: !plan.is_empty(),
+        shots: plan,
+        overlay_all,
+        ..Default::default()
+    });
+    crate::ui::launch(crate::ui::LaunchOptions {
+        preset,
+        open,
+        runs_dir,
+        autopilot,
+        size: parsed_size,
+    })?;
+    Ok(0)
 }
 
 fn parse_device(s: &str) -> Result<DeviceChoice> {

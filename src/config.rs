@@ -508,7 +508,7 @@ impl ExperimentConfig {
             },
             eval: EvalConfig {
                 eps: vec![0.03],
-                bounds: vec!["ibp".into()],
+                bounds: vec!["ibp".into(), "crown".into()],
                 pgd_steps: 10,
                 robust_subset: 400,
                 ..EvalConfig::default()

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make screenshots`: the real app in a real window under Xvfb, driven by its autopilot
+# (`certlab gui --start --shot TAB=FILE`), on the bundled presets; PNGs go to screenshots/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/certlab}
+OUT=screenshots
+mkdir -p "$OUT"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+runs="$work/runs"
+mkdir -p "$runs"
+xrun() { xvfb-run -a -s "-screen 0 1500x950x24" "$@"; }
+
+echo "1/3 the default experiment, trained live"
+xrun "$BIN" gui --runs-dir "$runs" --size 1400x900 --start --shot-after 30 \
+  --shot overview="$OUT/overview.png" --shot tightness="$OUT/tightness.png" \
+  --shot decision="$OUT/decision-2d.png"
+
+echo "2/3 three more methods on the same data, headless"
+for p in moons-pgd moons-ibp moons-crown-ibp; do
+  "$BIN" run "presets/$p.toml" --out "$runs/$p" --device cpu >/dev/null
+done
+
+echo "3/3 the comparison: every run overlaid, the run table"
+xrun "$BIN" gui presets/moons-crown-ibp.toml --runs-dir "$runs" --size 1400x900 --overlay-all \
+  --shot overview="$OUT/compare.png" --shot tightness="$OUT/compare-tightness.png" \
+  --shot runs="$OUT/runs.png"
+ls -l "$OUT"

@@ -1,0 +1,451 @@
+//! The experiment designer: every field of an `ExperimentConfig`, each labelled, each invalid
+//! value marked where it is with the reason `ExperimentConfig::validate` gives.
+use crate::config::{
+    Arch, DatasetKind, DeviceChoice, ExperimentConfig, FieldError, LipBound, LrSchedule, Method,
+    Norm, OptimizerKind, Ramp, BOUND_METHODS, LIPSCHITZ_ESTIMATORS,
+};
+use egui::{Color32, RichText, Ui};
+
+/// The designer's state: the experiment and the text of the list fields as typed.
+#[derive(Debug, Clone)]
+pub struct Designer {
+    pub cfg: ExperimentConfig,
+    /// `model.hidden` as typed, e.g. "100, 100".
+    pub hidden_text: String,
+    /// `eval.eps` as typed, e.g. "0.03, 0.1".
+    pub eval_eps_text: String,
+}
+
+/// What the designer asks the app to do (applied after the frame).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DesignerAction {
+    PickDatasetFolder,
+}
+
+impl Designer {
+    pub fn new(cfg: ExperimentConfig) -> Self {
+        let mut d = Designer {
+            cfg,
+            hidden_text: String::new(),
+            eval_eps_text: String::new(),
+        };
+        d.sync_text();
+        d
+    }
+
+    /// Replaces the experiment (a preset was opened) and the typed lists with it.
+    pub fn set(&mut self, cfg: ExperimentConfig) {
+        self.cfg = cfg;
+        self.sync_text();
+    }
+
+    fn sync_text(&mut self) {
+        self.hidden_text = join(self.cfg.model.hidden.iter());
+        self.eval_eps_text = join(self.cfg.eval.eps.iter());
+    }
+
+    /// The experiment as it would run, with the typed lists parsed in, and every problem.
+    pub fn checked(&self) -> (ExperimentConfig, Vec<FieldError>) {
+        let mut cfg = self.cfg.clone();
+        let mut problems = Vec::new();
+        match parse_list::<i64>(&self.hidden_text) {
+            Ok(v) => cfg.model.hidden = v,
+            Err(bad) => problems.push(FieldError {
+                field: "model.hidden".into(),
+                message: format!("`{bad}` is not a whole number; write widths like `100, 100`"),
+            }),
+        }
+        match parse_list::<f64>(&self.eval_eps_text) {
+            Ok(v) => cfg.eval.eps = v,
+            Err(bad) => problems.push(FieldError {
+                field: "eval.eps".into(),
+                message: format!("`{bad}` is not a number; write radii like `0.03, 0.1`"),
+            }),
+        }
+        problems.extend(cfg.validate());
+        (cfg, problems)
+    }
+
+    /// Draws the designer; returns what needs the app (a folder dialog).
+    pub fn ui(&mut self, ui: &mut Ui, problems: &[FieldError], locked: bool) -> Vec<DesignerAction> {
+        let mut actions = Vec::new();
+        ui.add_enabled_ui(!locked, |ui| {
+            self.general_ui(ui, problems);
+            section(ui, "Dataset", true, |ui| {
+                self.dataset_ui(ui, problems, &mut actions)
+            });
+            section(ui, "Model", true, |ui| self.model_ui(ui, problems));
+            section(ui, "Training", true, |ui| self.training_ui(ui, problems));
+            section(ui, "Optimizer", false, |ui| self.optimizer_ui(ui, problems));
+            section(ui, "Evaluation", true, |ui| self.eval_ui(ui, problems));
+        });
+        actions
+    }
+
+    fn general_ui(&mut self, ui: &mut Ui, problems: &[FieldError]) {
+        let c = &mut self.cfg;
+        egui::Grid::new("general").num_columns(2).show(ui, |ui| {
+            row(ui, "Name", problems, "name", |ui| {
+                ui.text_edit_singleline(&mut c.name)
+            });
+            row(ui, "Seed", problems, "seed", |ui| {
+                ui.add(egui::DragValue::new(&mut c.seed))
+            });
+            row(ui, "Device", problems, "device", |ui| {
+                combo(ui, "device", &mut c.device, &[
+                    (DeviceChoice::Auto, "auto (CUDA if present)"),
+                    (DeviceChoice::Cpu, "cpu"),
+                    (DeviceChoice::Cuda, "cuda"),
+                ])
+            });
+        });
+    }
+
+    fn dataset_ui(&mut self, ui: &mut Ui, problems: &[FieldError], actions: &mut Vec<DesignerAction>) {
+        let d = &mut self.cfg.dataset;
+        egui::Grid::new("dataset").num_columns(2).show(ui, |ui| {
+            let kinds: Vec<(DatasetKind, &str)> =
+                DatasetKind::ALL.iter().map(|k| (*k, k.name())).collect();
+            row(ui, "Data set", problems, "dataset.kind", |ui| {
+                combo(ui, "dataset-kind", &mut d.kind, &kinds)
+            });
+            if d.kind.is_toy() {
+                row(ui, "Points per split", problems, "dataset.toy_points", |ui| {
+                    ui.add(egui::DragValue::new(&mut d.toy_points).speed(10))
+                });
+                row(ui, "Noise", problems, "dataset.toy_noise", |ui| {
+                    ui.add(egui::DragValue::new(&mut d.toy_noise).speed(0.005).max_decimals(3))
+                });
+            } else {
+                row(ui, "Folder", problems, "dataset.path", |ui| {
+                    ui.horizontal(|ui| {
+                        let hint = if d.kind == DatasetKind::FashionMnist {
+                            crate::config::FASHION_MNIST_DIR
+                        } else {
+                            "folder with the files"
+                        };
+                        let r = ui.add(
+                            egui::TextEdit::singleline(&mut d.path)
+                                .hint_text(hint)
+                                .desired_width(130.0),
+                        );
+                        if ui.button("…").on_hover_text("Pick the folder").clicked() {
+                            actions.push(DesignerAction::PickDatasetFolder);
+                        }
+                        r
+                    })
+                    .inner
+                });
+                row(ui, "Train examples (0 = all)", problems, "dataset.train_size", |ui| {
+                    ui.add(egui::DragValue::new(&mut d.train_size).speed(100))
+                });
+                row(ui, "Test examples (0 = all)", problems, "dataset.test_size", |ui| {
+                    ui.add(egui::DragValue::new(&mut d.test_size).speed(100))
+                });
+            }
+        });
+    }
+
+    fn model_ui(&mut self, ui: &mut Ui, problems: &[FieldError]) {
+        let hidden_text = &mut self.hidden_text;
+        let m = &mut self.cfg.model;
+        egui::Grid::new("model").num_columns(2).show(ui, |ui| {
+            let archs: Vec<(Arch, &str)> = Arch::ALL.iter().map(|a| (*a, a.name())).collect();
+            row(ui, "Architecture", problems, "model.arch", |ui| {
+                combo(ui, "arch", &mut m.arch, &archs)
+            });
+            if !m.arch.is_conv() {
+                row(ui, "Hidden widths", problems, "model.hidden", |ui| {
+                    ui.add(egui::TextEdit::singleline(hidden_text).desired_width(130.0))
+                });
+            }
+            row(ui, "Normalize inputs", problems, "model.normalize", |ui| {
+                ui.checkbox(&mut m.normalize, "")
+            });
+        });
+    }
+
+    fn training_ui(&mut self, ui: &mut Ui, problems: &[FieldError]) {
+        let t = &mut self.cfg.train;
+        egui::Grid::new("training").num_columns(2).show(ui, |ui| {
+            let methods: Vec<(Method, &str)> = Method::ALL
+                .iter()
+                .map(|m| (*m, method_label(*m)))
+                .collect();
+            row(ui, "Method", problems, "train.method", |ui| {
+                combo(ui, "method", &mut t.method, &methods)
+            });
+            row(ui, "Epochs", problems, "train.epochs", |ui| {
+                ui.add(egui::DragValue::new(&mut t.epochs).speed(1))
+            });
+            row(ui, "Batch size", problems, "train.batch_size", |ui| {
+                ui.add(egui::DragValue::new(&mut t.batch_size).speed(4))
+            });
+            if t.method.uses_eps() {
+                row(ui, "Training eps", problems, "train.eps", |ui| eps_value(ui, &mut t.eps));
+                row(ui, "Norm", problems, "train.norm", |ui| norm_combo(ui, "train-norm", &mut t.norm));
+                row(ui, "Warm-up epochs (eps 0)", problems, "train.warmup_epochs", |ui| {
+                    ui.add(egui::DragValue::new(&mut t.warmup_epochs))
+                });
+                row(ui, "Ramp epochs", problems, "train.ramp_epochs", |ui| {
+                    ui.add(egui::DragValue::new(&mut t.ramp_epochs))
+                });
+                row(ui, "Ramp shape", problems, "train.ramp", |ui| {
+                    combo(ui, "ramp", &mut t.ramp, &[(Ramp::Linear, "linear"), (Ramp::Smoothed, "smoothed (t⁴ then linear)")])
+                });
+            }
+            match t.method {
+                Method::Pgd => {
+                    row(ui, "PGD steps", problems, "train.pgd_steps", |ui| {
+                        ui.add(egui::DragValue::new(&mut t.pgd_steps))
+                    });
+                    row(ui, "Step / eps", problems, "train.pgd_step_ratio", |ui| {
+                        ui.add(egui::DragValue::new(&mut t.pgd_step_ratio).speed(0.01))
+                    });
+                }
+                Method::Ibp | Method::CrownIbp | Method::Fastlin => {
+                    if t.method == Method::CrownIbp {
+                        row(ui, "Final beta", problems, "train.final_beta", |ui| {
+                            ui.add(egui::DragValue::new(&mut t.final_beta).speed(0.01))
+                        });
+                    }
+                    if t.method != Method::Fastlin {
+                        row(ui, "Final kappa", problems, "train.final_kappa", |ui| {
+                            ui.add(egui::DragValue::new(&mut t.final_kappa).speed(0.01))
+                        });
+                    }
+                    if t.method == Method::Fastlin {
+                        row(ui, "Projection dim (0 = exact)", problems, "train.proj_dim", |ui| {
+                            ui.add(egui::DragValue::new(&mut t.proj_dim))
+                        });
+                    }
+                    row(ui, "r1 weight (tightness)", problems, "train.r1_weight", |ui| {
+                        ui.add(egui::DragValue::new(&mut t.r1_weight).speed(0.01))
+                    });
+                    row(ui, "r2 weight (tightness)", problems, "train.r2_weight", |ui| {
+                        ui.add(egui::DragValue::new(&mut t.r2_weight).speed(0.01))
+                    });
+                    row(ui, "Regularizer warm-up epochs", problems, "train.reg_warmup_epochs", |ui| {
+                        ui.add(egui::DragValue::new(&mut t.reg_warmup_epochs))
+                    });
+                }
+                Method::Lipschitz => {
+                    row(ui, "Lipschitz weight", problems, "train.lip_weight", |ui| {
+                        ui.add(egui::DragValue::new(&mut t.lip_weight).speed(0.001))
+                    });
+                    row(ui, "Lipschitz target (0 = off)", problems, "train.lip_target", |ui| {
+                        ui.add(egui::DragValue::new(&mut t.lip_target).speed(0.1))
+                    });
+                    let bounds: Vec<(LipBound, &str)> =
+                        LipBound::ALL.iter().map(|b| (*b, b.name())).collect();
+                    row(ui, "Bound", problems, "train.lip_bound", |ui| {
+                        combo(ui, "lip-bound", &mut t.lip_bound, &bounds)
+                    });
+                }
+                Method::Standard => {}
+            }
+        });
+    }
+
+    fn optimizer_ui(&mut self, ui: &mut Ui, problems: &[FieldError]) {
+        let o = &mut self.cfg.optimizer;
+        egui::Grid::new("optimizer").num_columns(2).show(ui, |ui| {
+            row(ui, "Optimizer", problems, "optimizer.kind", |ui| {
+                combo(ui, "opt-kind", &mut o.kind, &[(OptimizerKind::Adam, "adam"), (OptimizerKind::Sgd, "sgd")])
+            });
+            row(ui, "Learning rate", problems, "optimizer.lr", |ui| {
+                ui.add(egui::DragValue::new(&mut o.lr).speed(1e-4).max_decimals(6))
+            });
+            if o.kind == OptimizerKind::Sgd {
+                row(ui, "Momentum", problems, "optimizer.momentum", |ui| {
+                    ui.add(egui::DragValue::new(&mut o.momentum).speed(0.01))
+                });
+            }
+            row(ui, "Weight decay", problems, "optimizer.weight_decay", |ui| {
+                ui.add(egui::DragValue::new(&mut o.weight_decay).speed(1e-5).max_decimals(6))
+            });
+            row(ui, "LR schedule", problems, "optimizer.schedule", |ui| {
+                combo(ui, "lr-schedule", &mut o.schedule, &[
+                    (LrSchedule::Constant, "constant"),
+                    (LrSchedule::Step, "step"),
+                    (LrSchedule::Cosine, "cosine"),
+                ])
+            });
+            if o.schedule == LrSchedule::Step {
+                row(ui, "Step every (epochs)", problems, "optimizer.step_epochs", |ui| {
+                    ui.add(egui::DragValue::new(&mut o.step_epochs))
+                });
+                row(ui, "Gamma", problems, "optimizer.gamma", |ui| {
+                    ui.add(egui::DragValue::new(&mut o.gamma).speed(0.01))
+                });
+            }
+        });
+    }
+
+    fn eval_ui(&mut self, ui: &mut Ui, problems: &[FieldError]) {
+        let eps_text = &mut self.eval_eps_text;
+        let e = &mut self.cfg.eval;
+        egui::Grid::new("evaluation").num_columns(2).show(ui, |ui| {
+            row(ui, "Eval eps", problems, "eval.eps", |ui| {
+                ui.add(egui::TextEdit::singleline(eps_text).desired_width(130.0))
+            });
+            row(ui, "Eval norm", problems, "eval.norm", |ui| norm_combo(ui, "eval-norm", &mut e.norm));
+            row(ui, "Certify with", problems, "eval.bounds", |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    for m in BOUND_METHODS {
+                        toggle_in(ui, &mut e.bounds, m);
+                    }
+                })
+                .response
+            });
+            row(ui, "PGD steps (0 = off)", problems, "eval.pgd_steps", |ui| {
+                ui.add(egui::DragValue::new(&mut e.pgd_steps))
+            });
+            row(ui, "PGD restarts", problems, "eval.pgd_restarts", |ui| {
+                ui.add(egui::DragValue::new(&mut e.pgd_restarts))
+            });
+            row(ui, "Robust subset (0 = all)", problems, "eval.robust_subset", |ui| {
+                ui.add(egui::DragValue::new(&mut e.robust_subset).speed(10))
+            });
+            row(ui, "Evaluate every (epochs)", problems, "eval.every_epochs", |ui| {
+                ui.add(egui::DragValue::new(&mut e.every_epochs))
+            });
+            row(ui, "Lipschitz estimates", problems, "eval.lipschitz", |ui| {
+                ui.horizontal_wrapped(|ui| {
+                    for m in LIPSCHITZ_ESTIMATORS {
+                        toggle_in(ui, &mut e.lipschitz, m);
+                    }
+                })
+                .response
+            });
+        });
+    }
+}
+
+pub fn method_label(m: Method) -> &'static str {
+    match m {
+        Method::Standard => "standard",
+        Method::Pgd => "PGD adversarial",
+        Method::Ibp => "IBP",
+        Method::CrownIbp => "CROWN-IBP",
+        Method::Fastlin => "convex outer polytope / Fast-Lin",
+        Method::Lipschitz => "Lipschitz-regularised",
+    }
+}
+
+fn join<T: ToString>(items: impl Iterator<Item = T>) -> String {
+    items.map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// Parses `a, b, c` (commas or spaces); returns the first piece that does not parse.
+fn parse_list<T: std::str::FromStr>(text: &str) -> Result<Vec<T>, String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<T>().map_err(|_| s.to_string()))
+        .collect()
+}
+
+fn section(ui: &mut Ui, title: &str, open: bool, body: impl FnOnce(&mut Ui)) {
+    egui::CollapsingHeader::new(RichText::new(title).strong())
+        .default_open(open)
+        .show(ui, body);
+}
+
+/// The colour of a field's error text.
+pub const ERROR_COLOR: Color32 = Color32::from_rgb(235, 87, 87);
+
+/// One labelled field in a two-column grid; the problems for `key` go on a row beneath it.
+fn row(
+    ui: &mut Ui,
+    label: &str,
+    problems: &[FieldError],
+    key: &str,
+    widget: impl FnOnce(&mut Ui) -> egui::Response,
+) {
+    // `eval.eps[1]` belongs to the `eval.eps` field.
+    let mine: Vec<&FieldError> = problems
+        .iter()
+        .filter(|p| p.field == key || p.field.strip_prefix(key).is_some_and(|r| r.starts_with('[')))
+        .collect();
+    let text = if mine.is_empty() {
+        RichText::new(label)
+    } else {
+        RichText::new(format!("⚠ {label}")).color(ERROR_COLOR)
+    };
+    let l = ui.label(text);
+    let r = widget(ui).labelled_by(l.id);
+    if let Some(p) = mine.first() {
+        r.on_hover_text(&p.message);
+    }
+    ui.end_row();
+    for p in mine {
+        ui.label("");
+        ui.label(RichText::new(&p.message).color(ERROR_COLOR).small());
+        ui.end_row();
+    }
+}
+
+fn combo<T: PartialEq + Copy>(
+    ui: &mut Ui,
+    id: &str,
+    value: &mut T,
+    options: &[(T, &str)],
+) -> egui::Response {
+    let current = options
+        .iter()
+        .find(|(v, _)| v == value)
+        .map_or("?", |(_, l)| *l);
+    egui::ComboBox::from_id_salt(id)
+        .selected_text(current)
+        .show_ui(ui, |ui| {
+            for (v, l) in options {
+                ui.selectable_value(value, *v, *l);
+            }
+        })
+        .response
+}
+
+fn norm_combo(ui: &mut Ui, id: &str, n: &mut Norm) -> egui::Response {
+    combo(ui, id, n, &[(Norm::Linf, "ℓ∞"), (Norm::L2, "ℓ2")])
+}
+
+fn eps_value(ui: &mut Ui, v: &mut f64) -> egui::Response {
+    ui.add(egui::DragValue::new(v).speed(0.001).max_decimals(4))
+}
+
+/// A checkbox that puts `name` into `list` or takes it out.
+fn toggle_in(ui: &mut Ui, list: &mut Vec<String>, name: &str) {
+    let mut on = list.iter().any(|x| x == name);
+    if ui.checkbox(&mut on, name).changed() {
+        if on {
+            list.push(name.to_string());
+        } else {
+            list.retain(|x| x != name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_lists_parse_or_name_the_bad_piece() {
+        let mut d = Designer::new(ExperimentConfig::default_experiment());
+        assert_eq!(d.hidden_text, "64, 64");
+        d.hidden_text = "100 200,300".into();
+        d.eval_eps_text = "0.1, 0.2".into();
+        let (cfg, problems) = d.checked();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(cfg.model.hidden, vec![100, 200, 300]);
+        assert_eq!(cfg.eval.eps, vec![0.1, 0.2]);
+        d.eval_eps_text = "0.1, x".into();
+        let (_, problems) = d.checked();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field, "eval.eps");
+        assert!(problems[0].message.contains("`x`"));
+        d.eval_eps_text = "-0.1".into();
+        let (_, problems) = d.checked();
+        assert!(problems.iter().any(|p| p.field == "eval.eps[0]"), "{problems:?}");
+    }
+}

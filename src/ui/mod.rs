@@ -1,0 +1,58 @@
+//! The eframe workbench: experiment designer, live plots, run browser, 2-D view.
+//!
+//! Reads `Event`s from the worker and run folders from disk; never touches a tensor.
+mod app;
+pub mod designer;
+pub mod plots;
+pub mod series;
+pub mod bench;
+pub mod toy;
+
+pub use app::{runs_csv, summary_row, App, Autopilot, LiveRun, Notice, Spawner, Tab};
+
+use crate::config::ExperimentConfig;
+use std::path::PathBuf;
+
+/// What `certlab gui` opens.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// A preset to open instead of the built-in default experiment.
+    pub preset: Option<PathBuf>,
+    /// Run folders to overlay.
+    pub open: Vec<PathBuf>,
+    /// Where new runs go and which folder the run browser lists.
+    pub runs_dir: PathBuf,
+    /// Drive the window for screenshots (`make screenshots`).
+    pub autopilot: Option<Autopilot>,
+    /// Window size in points.
+    pub size: [f32; 2],
+}
+
+/// Opens the window and returns when it is closed.
+pub fn launch(opts: LaunchOptions) -> anyhow::Result<()> {
+    let cfg = match &opts.preset {
+        Some(p) => ExperimentConfig::load(p)?,
+        None => ExperimentConfig::default_experiment(),
+    };
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("certlab")
+            .with_inner_size(opts.size)
+            .with_min_inner_size([900.0, 600.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "certlab",
+        native,
+        Box::new(move |_cc| {
+            let mut app = App::new(cfg, opts.runs_dir.clone(), App::engine_spawner());
+            app.preset_path = opts.preset.clone();
+            for dir in &opts.open {
+                app.open_run(dir);
+            }
+            app.autopilot = opts.autopilot.clone();
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}

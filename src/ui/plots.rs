@@ -1,0 +1,257 @@
+//! The live plots: curves of one or several runs over epochs, the gap histogram.
+//!
+//! One run: a colour per metric. Several runs: a colour per run, a line style per metric
+//! (clean solid, PGD dashed, certified dotted), so overlays stay readable.
+use super::series::{Metric, RunSeries, PALETTE};
+use egui::{Color32, Ui};
+use egui_plot::{
+    Bar, BarChart, Corner, GridMark, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints,
+};
+use std::ops::RangeInclusive;
+
+/// How the y axis of a plot is scaled and labelled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum YAxis {
+    /// Fractions in [0, 1], shown as such.
+    Fraction,
+    Linear,
+    /// log10 of the values; ticks labelled as powers of ten.
+    Log,
+}
+
+/// A plot of curves chosen by `keep` from every run in `runs`.
+pub struct CurvePlot<'k> {
+    pub id: &'static str,
+    pub y_label: &'static str,
+    pub y_axis: YAxis,
+    pub height: f32,
+    pub keep: &'k dyn Fn(&Metric) -> bool,
+}
+
+impl CurvePlot<'_> {
+    /// Draws the plot; returns its response (its rect is what "Save PNG" crops to).
+    pub fn ui(&self, ui: &mut Ui, runs: &[&RunSeries]) -> egui::Response {
+        let log = self.y_axis == YAxis::Log;
+        let several = runs.len() > 1;
+        let mut plot = Plot::new(self.id)
+            .height(self.height)
+            .legend(Legend::default().position(Corner::RightBottom).follow_insertion_order(true))
+            .x_axis_label("epoch")
+            .y_axis_label(self.y_label)
+            .include_x(0.0)
+            .label_formatter(move |h| hover_text(h, log));
+        plot = match self.y_axis {
+            YAxis::Fraction => plot.include_y(0.0).include_y(1.0),
+            YAxis::Linear => plot.include_y(0.0),
+            YAxis::Log => plot
+                .y_axis_formatter(log_tick)
+                .y_grid_spacer(egui_plot::log_grid_spacer(10)),
+        };
+        let keep = self.keep;
+        plot.show(ui, |p| {
+            for run in runs {
+                for (metric, curve) in run.curves_where(keep) {
+                    let pts = curve.drawn(log);
+                    if pts.is_empty() {
+                        continue;
+                    }
+                    let (name, color, style) = if several {
+                        (
+                            format!("{} · {}", run.name, metric.label()),
+                            run.color,
+                            metric_style(metric),
+                        )
+                    } else {
+                        (metric.label(), metric_color(metric), LineStyle::Solid)
+                    };
+                    let line = Line::new(name, PlotPoints::Borrowed(pts))
+                        .color(color)
+                        .style(style)
+                        .width(if several { 1.5 } else { 2.0 });
+                    p.line(line);
+                    if pts.len() == 1 {
+                        // A single evaluation is a point, not a line: show it.
+                        p.points(
+                            egui_plot::Points::new("", PlotPoints::Borrowed(pts))
+                                .color(color)
+                                .radius(3.0)
+                                .allow_hover(false),
+                        );
+                    }
+                }
+            }
+        })
+        .response
+    }
+}
+
+/// The histogram of `p_t - m_t` (the relaxation gap per margin row) of each run's last
+/// evaluation; bins are decades.
+pub fn gap_histogram_ui(ui: &mut Ui, runs: &[&RunSeries], height: f32) -> egui::Response {
+    let with_hist: Vec<(&RunSeries, &(Vec<f64>, Vec<u64>))> = runs
+        .iter()
+        .filter_map(|r| r.last_hist.as_ref().map(|h| (*r, h)))
+        .collect();
+    let edges: Vec<f64> = with_hist
+        .first()
+        .map(|(_, (e, _))| e.clone())
+        .unwrap_or_default();
+    let n = with_hist.len().max(1) as f64;
+    let width = 0.8 / n;
+    let labels = edges.clone();
+    let bins = edges.len().saturating_sub(1);
+    Plot::new("gap-histogram")
+        .height(height)
+        .legend(Legend::default().position(Corner::RightTop))
+        .x_axis_label("p_t − m_t (feasible margin − certified bound)")
+        .y_axis_label("rows (fraction)")
+        .include_y(0.0)
+        .x_axis_formatter(move |m: GridMark, _r: &RangeInclusive<f64>| bin_label(&labels, m.value))
+        .x_grid_spacer(move |_input| {
+            (0..bins)
+                .map(|i| GridMark {
+                    value: i as f64,
+                    step_size: 1.0,
+                })
+                .collect()
+        })
+        .allow_zoom(false)
+        .allow_drag(false)
+        .show(ui, |p| {
+            for (k, (run, (_, counts))) in with_hist.iter().enumerate() {
+                let total: u64 = counts.iter().sum::<u64>().max(1);
+                let color = if with_hist.len() > 1 {
+                    run.color
+                } else {
+                    PALETTE[0]
+                };
+                let bars: Vec<Bar> = counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        Bar::new(
+                            i as f64 + (k as f64 - (n - 1.0) / 2.0) * width,
+                            *c as f64 / total as f64,
+                        )
+                        .width(width * 0.95)
+                        .name(format!("{}: {c} rows", bin_label(&edges, i as f64)))
+                    })
+                    .collect();
+                p.bar_chart(BarChart::new(run.name.clone(), bars).color(color));
+            }
+        })
+        .response
+}
+
+/// The label of histogram bin `x` (edges 0, 1e-6, ..., 1e4: bin i is [edge i, edge i+1), the
+/// last one also holds everything above); empty between bins.
+fn bin_label(edges: &[f64], x: f64) -> String {
+    let i = x.round();
+    let bins = edges.len().saturating_sub(1);
+    if (x - i).abs() > 1e-6 || i < 0.0 || i as usize >= bins {
+        return String::new();
+    }
+    let i = i as usize;
+    if i == 0 {
+        format!("< {:.0e}", edges[1])
+    } else if i + 1 == bins {
+        format!("≥ {:.0e}", edges[i])
+    } else {
+        format!("{:.0e}", edges[i])
+    }
+}
+
+/// Tick label of a log10 axis.
+fn log_tick(m: GridMark, _range: &RangeInclusive<f64>) -> String {
+    let v = m.value;
+    if (v - v.round()).abs() < 1e-9 {
+        format!("1e{}", v.round() as i64)
+    } else {
+        short_number(10f64.powf(v))
+    }
+}
+
+fn hover_text(h: &HoverPosition<'_>, log: bool) -> Option<String> {
+    match h {
+        HoverPosition::NearDataPoint {
+            plot_name,
+            position,
+            ..
+        } => {
+            let y = if log { 10f64.powf(position.y) } else { position.y };
+            Some(format!(
+                "{plot_name}\nepoch {:.0}: {}",
+                position.x,
+                short_number(y)
+            ))
+        }
+        HoverPosition::Elsewhere { .. } => None,
+    }
+}
+
+/// A number in at most five significant digits.
+pub fn short_number(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1e5 || v.abs() < 1e-3 {
+        format!("{v:.3e}")
+    } else {
+        let s = format!("{v:.5}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn metric_color(m: &Metric) -> Color32 {
+    match m {
+        Metric::Clean => PALETTE[0],
+        Metric::Pgd => PALETTE[1],
+        Metric::Train => PALETTE[9],
+        Metric::TrainLoss => PALETTE[4],
+        Metric::BatchLoss => Color32::from_gray(150),
+        Metric::TrainEps => PALETTE[5],
+        Metric::R1 => PALETTE[6],
+        Metric::R2 => PALETTE[5],
+        Metric::FracExact => PALETTE[2],
+        Metric::CertPgdGap => PALETTE[1],
+        Metric::Cert(name) | Metric::Lipschitz(name) => PALETTE[2 + name_index(name) % 8],
+        Metric::Unstable(i) => PALETTE[*i % PALETTE.len()],
+    }
+}
+
+/// A stable small number per bound or estimator name, for colours.
+fn name_index(name: &str) -> usize {
+    const ORDER: [&str; 11] = [
+        "ibp", "crown-ibp", "fastlin", "crown", "lipschitz", "gram", "power", "exact", "product",
+        "lipsdp", "empirical",
+    ];
+    ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
+}
+
+fn metric_style(m: &Metric) -> LineStyle {
+    match m {
+        Metric::Clean | Metric::TrainLoss | Metric::R1 | Metric::Unstable(0) => LineStyle::Solid,
+        Metric::Pgd | Metric::R2 | Metric::Train => LineStyle::dashed_loose(),
+        Metric::Cert(n) | Metric::Lipschitz(n) if name_index(n) % 2 == 1 => {
+            LineStyle::dashed_dense()
+        }
+        _ => LineStyle::dotted_dense(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_numbers() {
+        let edges = crate::bounds::gap_hist_edges();
+        assert_eq!(bin_label(&edges, 0.0), "< 1e-6");
+        assert_eq!(bin_label(&edges, 1.0), "1e-6");
+        assert_eq!(bin_label(&edges, (edges.len() - 2) as f64), "≥ 1e3");
+        assert_eq!(bin_label(&edges, (edges.len() - 1) as f64), "");
+        assert_eq!(bin_label(&edges, 0.5), "");
+        assert_eq!(short_number(0.25), "0.25");
+        assert_eq!(short_number(123456.0), "1.235e5");
+        assert_eq!(log_tick(GridMark { value: -3.0, step_size: 1.0 }, &(0.0..=1.0)), "1e-3");
+    }
+}

@@ -9,7 +9,9 @@ mkdir -p "$OUT"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 runs="$work/runs"
-mkdir -p "$runs"
+mkdir -p "$runs" "$work/xdg"
+chmod 700 "$work/xdg"
+export XDG_RUNTIME_DIR="$work/xdg"
 xrun() { xvfb-run -a -s "-screen 0 1500x950x24" "$@"; }
 
 echo "1/3 the default experiment, trained live"
@@ -19,7 +21,8 @@ xrun "$BIN" gui --runs-dir "$runs" --size 1400x900 --start --shot-after 30 \
 
 echo "2/3 three more methods on the same data, headless"
 for p in moons-pgd moons-ibp moons-crown-ibp; do
-  "$BIN" run "presets/$p.toml" --out "$runs/$p" --device cpu >/dev/null
+  "$BIN" run "presets/$p.toml" --out "$runs/$p" --device cpu >/dev/null 2>"$work/$p.log" \
+    || { cat "$work/$p.log"; exit 1; }
 done
 
 echo "3/3 the comparison: every run overlaid, the run table"

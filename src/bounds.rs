@@ -586,17 +586,17 @@ fn input_minimum(
             let x0 = x.unsqueeze(1);
             let norm = sum_rest(&lambda.square()).clamp_min(1e-30).sqrt();
             let ball_value = dot_rest(lambda, &x0) - &norm * ball.eps;
-            let use_ball = ball_value.gt_tensor(&box_value);
             let value = ball_value.maximum(&box_value);
+            // The point returned must lie in the input set (ball and box), so that the real
+            // network's value there is feasible and r1 = p - m >= 0: the ball's minimiser
+            // projected onto the box (projection moves each coordinate towards x, which is in
+            // the box, so the point stays in the ball). A box corner, where the box value is
+            // the larger bound, can lie outside the l_2 ball: never returned.
             let arg = argmin.then(|| {
                 let mut view = norm.size();
                 view.extend(std::iter::repeat(1).take(lambda.dim() - 2));
                 let step = lambda / norm.reshape(view.as_slice()) * ball.eps;
-                // Projecting onto the box keeps a point of the ball in the ball (x is in it).
-                let on_ball = (&x0 - step).clamp(0.0, 1.0);
-                let mut mask_view = use_ball.size();
-                mask_view.extend(std::iter::repeat(1).take(lambda.dim() - 2));
-                on_ball.where_self(&use_ball.reshape(mask_view.as_slice()), &box_arg())
+                (&x0 - step).clamp(0.0, 1.0)
             });
             (value, arg)
         }
@@ -1467,6 +1467,37 @@ mod tests {
                 "gap to the grid minimum (601x601 grid, {unstable} unstable neurons):\n{report}"
             );
         }
+    }
+
+    #[test]
+    fn l2_optimum_point_is_feasible_at_the_box_edges() {
+        // Points on the faces of the box: the clipped box's minimum often beats the ball's.
+        // The point where p_t is measured must still be in the ball and the box, so that
+        // p_t >= m_t (r1 >= 0) for every row; a corner of the clipped box can lie outside the
+        // l_2 ball, where the relaxation says nothing.
+        let mut checked = 0;
+        for seed in 0..4 {
+            let net = mlp64(6, &[16, 16], 3, 20 + seed);
+            tch::manual_seed(seed as i64);
+            let x = Tensor::rand([200, 6], opts()).round();
+            let y = Tensor::randint(3, [200], (Kind::Int64, Device::Cpu));
+            for eps in [0.2, 0.5, 1.0] {
+                for relax in [Relaxation::Crown, Relaxation::Fastlin] {
+                    let ball = Ball { eps, norm: Norm::L2 };
+                    let relaxed = Relaxed {
+                        relax,
+                        inter: Intermediate::Exact,
+                    };
+                    let t = tightness(&net, &x, &y, ball, relaxed);
+                    let gaps = &t.margin_at_optimum - &t.margin_lower;
+                    let worst = gaps.min().double_value(&[]);
+                    assert!(worst >= -1e-10, "{relax:?} eps {eps} seed {seed}: p_t < m_t by {worst:e}");
+                    assert!(t.r1.min().double_value(&[]) >= -1e-10, "r1 < 0");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 24);
     }
 
     #[test]

@@ -24,6 +24,10 @@ pub struct EvalRecord {
     /// Robust evaluation at the first eval eps (on the fixed robust subset).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_eps: Option<f64>,
+    /// Clean accuracy on the robust subset: the points `pgd_acc` and `cert_acc` are measured
+    /// on, so `cert <= pgd <= subset_clean_acc` holds line by line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset_clean_acc: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pgd_acc: Option<f64>,
     /// Certified accuracy keyed by bound method (`ibp`, `crown-ibp`, `fastlin`, `crown`, `lipschitz`).

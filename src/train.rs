@@ -482,6 +482,7 @@ pub fn train(
             let r = report.eval;
             if i == 0 {
                 rec.eval_eps = Some(r.eps);
+                rec.subset_clean_acc = Some(report.clean_acc);
                 rec.pgd_acc = r.pgd_acc;
                 rec.cert_acc = r.cert_acc;
             } else {

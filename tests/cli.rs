@@ -58,7 +58,10 @@ fn run_writes_a_complete_run_folder_and_runs_lists_it() {
         }
         let acc = rec["clean_acc"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&acc));
-        assert!(rec["cert_acc"]["ibp"].as_f64().unwrap() <= acc);
+        // Certified and PGD accuracy are on the robust subset: compare on the same points.
+        let subset = rec["subset_clean_acc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&subset));
+        assert!(rec["cert_acc"]["ibp"].as_f64().unwrap() <= subset);
     }
     // The saved config reproduces the run, with the override applied.
     let cfg = certlab::config::ExperimentConfig::load(&out.join("config.toml")).unwrap();

@@ -522,17 +522,16 @@ impl App {
                     if let Some(dir) = bundled_presets_dir() {
                         d = d.set_directory(dir);
                     }
-                    if let Some(p) = d.pick_file() {
+                    if let Some(p) = self.dialog(|| d.pick_file()) {
                         self.open_preset(&p);
                     }
                 }
                 Action::SavePresetDialog => {
                     let name = format!("{}.toml", self.designer.cfg.name);
-                    if let Some(p) = rfd::FileDialog::new()
+                    let d = rfd::FileDialog::new()
                         .add_filter("experiment", &["toml"])
-                        .set_file_name(name)
-                        .save_file()
-                    {
+                        .set_file_name(name);
+                    if let Some(p) = self.dialog(|| d.save_file()) {
                         self.save_preset(&p);
                     }
                 }
@@ -542,7 +541,8 @@ impl App {
                     self.preset_path = None;
                 }
                 Action::OpenRunDialog => {
-                    if let Some(p) = rfd::FileDialog::new().set_directory(&self.runs_dir).pick_folder() {
+                    let d = rfd::FileDialog::new().set_directory(&self.runs_dir);
+                    if let Some(p) = self.dialog(|| d.pick_folder()) {
                         self.open_run(&p);
                     }
                 }
@@ -555,12 +555,26 @@ impl App {
                     self.request_shot(ctx, path, Some(rect));
                 }
                 Action::PickDatasetFolder => {
-                    if let Some(p) = rfd::FileDialog::new().pick_folder() {
+                    if let Some(p) = self.dialog(|| rfd::FileDialog::new().pick_folder()) {
                         self.designer.cfg.dataset.path = p.display().to_string();
                     }
                 }
             }
         }
+    }
+
+    /// Runs a file dialog. rfd answers `None` at once when the desktop has no file-dialog
+    /// service (xdg-desktop-portal): then say so, instead of a button that does nothing.
+    fn dialog(&mut self, show: impl FnOnce() -> Option<PathBuf>) -> Option<PathBuf> {
+        let t0 = Instant::now();
+        let picked = show();
+        if picked.is_none() && t0.elapsed() < Duration::from_millis(150) {
+            self.notice = Some(Notice {
+                level: Level::Warn,
+                text: "no file dialog could open (is xdg-desktop-portal running?): type the folder into the field, pick a bundled preset from the Experiment menu, or pass files on the command line (certlab gui PRESET --open RUN_DIR)".into(),
+            });
+        }
+        picked
     }
 
     /// Asks the renderer for the next frame's pixels; they are saved in `logic`.
@@ -624,8 +638,11 @@ impl App {
         }
         if self.shot.is_some() {
             if self.receive_shot(ctx) {
+                // The next shot shows the window, not a message about the last one.
+                self.notice = None;
                 ap.shots.remove(0);
                 ap.frames_waited = 0;
+                ctx.request_repaint();
             }
             self.autopilot = Some(ap);
             return;
@@ -871,7 +888,7 @@ impl App {
         let acc_h = (h * 0.55 - 30.0).max(120.0);
         let loss_h = (h - acc_h - 70.0).max(100.0);
         self.titled(ui, "Accuracy: clean vs PGD vs certified", "accuracy", |ui, app| {
-            let keep = |m: &Metric| matches!(m, Metric::Clean | Metric::Pgd | Metric::Cert(_));
+            let keep = |m: &Metric| matches!(m, Metric::Clean | Metric::SubsetClean | Metric::Pgd | Metric::Cert(_));
             CurvePlot { id: "accuracy", y_label: "accuracy", y_axis: YAxis::Fraction, height: acc_h, keep: &keep }
                 .ui(ui, &app.visible_runs())
         });

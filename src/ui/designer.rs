@@ -291,12 +291,7 @@ impl Designer {
             });
             row(ui, "Eval norm", problems, "eval.norm", |ui| norm_combo(ui, "eval-norm", &mut e.norm));
             row(ui, "Certify with", problems, "eval.bounds", |ui| {
-                ui.horizontal_wrapped(|ui| {
-                    for m in BOUND_METHODS {
-                        toggle_in(ui, &mut e.bounds, m);
-                    }
-                })
-                .response
+                checkbox_list(ui, &mut e.bounds, &BOUND_METHODS)
             });
             row(ui, "PGD steps (0 = off)", problems, "eval.pgd_steps", |ui| {
                 ui.add(egui::DragValue::new(&mut e.pgd_steps))
@@ -311,12 +306,7 @@ impl Designer {
                 ui.add(egui::DragValue::new(&mut e.every_epochs))
             });
             row(ui, "Lipschitz estimates", problems, "eval.lipschitz", |ui| {
-                ui.horizontal_wrapped(|ui| {
-                    for m in LIPSCHITZ_ESTIMATORS {
-                        toggle_in(ui, &mut e.lipschitz, m);
-                    }
-                })
-                .response
+                checkbox_list(ui, &mut e.lipschitz, &LIPSCHITZ_ESTIMATORS)
             });
         });
     }
@@ -411,6 +401,20 @@ fn norm_combo(ui: &mut Ui, id: &str, n: &mut Norm) -> egui::Response {
 
 fn eps_value(ui: &mut Ui, v: &mut f64) -> egui::Response {
     ui.add(egui::DragValue::new(v).speed(0.001).max_decimals(4))
+}
+
+/// Checkboxes for a set of names, two per line.
+fn checkbox_list(ui: &mut Ui, list: &mut Vec<String>, names: &[&str]) -> egui::Response {
+    ui.vertical(|ui| {
+        for pair in names.chunks(2) {
+            ui.horizontal(|ui| {
+                for m in pair {
+                    toggle_in(ui, list, m);
+                }
+            });
+        }
+    })
+    .response
 }
 
 /// A checkbox that puts `name` into `list` or takes it out.

@@ -103,10 +103,13 @@ pub fn gap_histogram_ui(ui: &mut Ui, runs: &[&RunSeries], height: f32) -> egui::
     Plot::new("gap-histogram")
         .height(height)
         .legend(Legend::default().position(Corner::RightTop))
-        .x_axis_label("p_t − m_t (feasible margin − certified bound)")
+        .custom_x_axes(vec![egui_plot::AxisHints::new_x()
+            .label("p_t − m_t (feasible margin − certified bound), bins from the lower edge")
+            .formatter(move |m: GridMark, _r: &RangeInclusive<f64>| bin_label(&labels, m.value))
+            // Bins are narrow: allow labels closer than the default 60 points.
+            .label_spacing(24.0..=36.0)])
         .y_axis_label("rows (fraction)")
         .include_y(0.0)
-        .x_axis_formatter(move |m: GridMark, _r: &RangeInclusive<f64>| bin_label(&labels, m.value))
         .x_grid_spacer(move |_input| {
             (0..bins)
                 .map(|i| GridMark {
@@ -204,6 +207,7 @@ pub fn short_number(v: f64) -> String {
 fn metric_color(m: &Metric) -> Color32 {
     match m {
         Metric::Clean => PALETTE[0],
+        Metric::SubsetClean => Color32::from_rgb(120, 170, 250),
         Metric::Pgd => PALETTE[1],
         Metric::Train => PALETTE[9],
         Metric::TrainLoss => PALETTE[4],
@@ -230,7 +234,7 @@ fn name_index(name: &str) -> usize {
 fn metric_style(m: &Metric) -> LineStyle {
     match m {
         Metric::Clean | Metric::TrainLoss | Metric::R1 | Metric::Unstable(0) => LineStyle::Solid,
-        Metric::Pgd | Metric::R2 | Metric::Train => LineStyle::dashed_loose(),
+        Metric::Pgd | Metric::R2 | Metric::Train | Metric::SubsetClean => LineStyle::dashed_loose(),
         Metric::Cert(n) | Metric::Lipschitz(n) if name_index(n) % 2 == 1 => {
             LineStyle::dashed_dense()
         }

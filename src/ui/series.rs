@@ -66,6 +66,8 @@ fn decimate(all: &[PlotPoint], thin: &mut Vec<PlotPoint>) {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Metric {
     Clean,
+    /// Clean accuracy on the robust subset (where PGD and certified accuracy are measured).
+    SubsetClean,
     Train,
     Pgd,
     Cert(String),
@@ -85,6 +87,7 @@ impl Metric {
     pub fn label(&self) -> String {
         match self {
             Metric::Clean => "clean".into(),
+            Metric::SubsetClean => "clean (robust subset)".into(),
             Metric::Train => "train (clean)".into(),
             Metric::Pgd => "PGD".into(),
             Metric::Cert(m) => format!("certified {m}"),
@@ -154,6 +157,9 @@ impl RunSeries {
         add(Metric::Train, rec.train_acc);
         add(Metric::TrainLoss, rec.train_loss);
         add(Metric::TrainEps, rec.train_eps);
+        if let Some(c) = rec.subset_clean_acc {
+            add(Metric::SubsetClean, c);
+        }
         if let Some(p) = rec.pgd_acc {
             add(Metric::Pgd, p);
         }

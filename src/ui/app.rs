@@ -153,6 +153,8 @@ pub struct App {
     /// Where the designer's experiment came from (shown in the title bar).
     pub preset_path: Option<PathBuf>,
     pub log_scale: bool,
+    /// Which bound's certified accuracy the overlay of several runs shows.
+    pub compare_bound: Option<String>,
     spawner: Spawner,
     actions: Vec<Action>,
     shot: Option<PendingShot>,
@@ -179,6 +181,7 @@ impl App {
             runs_dir,
             preset_path: None,
             log_scale: true,
+            compare_bound: None,
             spawner,
             actions: Vec::new(),
             shot: None,
@@ -715,6 +718,7 @@ impl App {
                     ui.selectable_value(&mut self.tab, t, t.title());
                 }
             });
+            self.showing_ui(ui);
             ui.separator();
             match self.tab {
                 Tab::Overview => self.overview_ui(ui),
@@ -727,6 +731,23 @@ impl App {
         if ui.ctx().input(|i| i.key_pressed(egui::Key::Escape)) {
             self.notice = None;
         }
+    }
+
+    /// Which runs the plots show, in their colours (ticked in the Runs tab).
+    fn showing_ui(&self, ui: &mut Ui) {
+        let runs = self.visible_runs();
+        ui.horizontal_wrapped(|ui| {
+            if runs.is_empty() {
+                ui.label(RichText::new("No run shown: press Start, or tick runs in the Runs tab.").italics());
+                return;
+            }
+            ui.label("Showing:");
+            for r in &runs {
+                let live = self.live.as_ref().is_some_and(|l| std::ptr::eq(&l.series, *r));
+                let text = if live { format!("{} (live)", r.name) } else { r.name.clone() };
+                ui.label(RichText::new(text).color(r.color));
+            }
+        });
     }
 
     fn toolbar_ui(&mut self, ui: &mut Ui, cfg: &ExperimentConfig, problems: &[FieldError], running: bool) {
@@ -865,20 +886,24 @@ impl App {
     /// A plot with a header line: its title and a button that saves it as PNG.
     fn titled(&mut self, ui: &mut Ui, title: &str, file_stem: &str, body: impl FnOnce(&mut Ui, &App) -> egui::Response) {
         let mut save = false;
-        ui.horizontal(|ui| {
-            ui.label(RichText::new(title).strong());
-            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                save = ui
-                    .small_button("Save PNG")
-                    .on_hover_text(format!("Write this plot to <runs>/exports/{file_stem}-<time>.png"))
-                    .clicked();
+        let app = &*self;
+        // The scope holds title, key, plot and axes: what "Save PNG" writes.
+        let scope = ui.scope(|ui| {
+            ui.horizontal(|ui| {
+                ui.label(RichText::new(title).strong());
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    save = ui
+                        .small_button("Save PNG")
+                        .on_hover_text(format!("Write this plot to <runs>/exports/{file_stem}-<time>.png"))
+                        .clicked();
+                });
             });
+            body(ui, app)
         });
-        let resp = body(ui, self);
         if save {
             self.actions.push(Action::SavePlotPng {
                 name: file_stem.to_string(),
-                rect: resp.rect,
+                rect: scope.response.rect,
             });
         }
     }
@@ -887,13 +912,43 @@ impl App {
         let h = ui.available_height();
         let acc_h = (h * 0.55 - 30.0).max(120.0);
         let loss_h = (h - acc_h - 70.0).max(100.0);
+        // Overlaid runs: clean, PGD and one bound's certified accuracy each, or it is a thicket.
+        let runs = self.visible_runs();
+        let several = runs.len() > 1;
+        let bounds = cert_methods(runs.iter().copied());
+        drop(runs);
+        if several && !bounds.is_empty() {
+            if !self.compare_bound.as_ref().is_some_and(|b| bounds.contains(b)) {
+                self.compare_bound = bounds.iter().find(|b| *b == "crown").or(bounds.first()).cloned();
+            }
+            ui.horizontal(|ui| {
+                let l = ui.label("Certified accuracy of the overlaid runs by");
+                let current = self.compare_bound.clone().unwrap_or_default();
+                egui::ComboBox::from_id_salt("compare-bound")
+                    .selected_text(current)
+                    .show_ui(ui, |ui| {
+                        for b in &bounds {
+                            ui.selectable_value(&mut self.compare_bound, Some(b.clone()), b);
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id);
+            });
+        }
+        let chosen = self.compare_bound.clone();
         self.titled(ui, "Accuracy: clean vs PGD vs certified", "accuracy", |ui, app| {
-            let keep = |m: &Metric| matches!(m, Metric::Clean | Metric::SubsetClean | Metric::Pgd | Metric::Cert(_));
+            let keep = |m: &Metric| match m {
+                Metric::Clean | Metric::Pgd => true,
+                Metric::SubsetClean => !several,
+                Metric::Cert(b) => !several || chosen.as_ref() == Some(b),
+                _ => false,
+            };
             CurvePlot { id: "accuracy", y_label: "accuracy", y_axis: YAxis::Fraction, height: acc_h, keep: &keep }
                 .ui(ui, &app.visible_runs())
         });
         self.titled(ui, "Loss", "loss", |ui, app| {
             let keep = |m: &Metric| matches!(m, Metric::TrainLoss | Metric::BatchLoss);
+            // (Batch losses exist for the live run only.)
             CurvePlot { id: "loss", y_label: "loss", y_axis: YAxis::Linear, height: loss_h, keep: &keep }
                 .ui(ui, &app.visible_runs())
         });

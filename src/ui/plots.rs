@@ -28,18 +28,48 @@ pub struct CurvePlot<'k> {
     pub keep: &'k dyn Fn(&Metric) -> bool,
 }
 
+/// Line styles that tell metrics apart when colours tell runs apart.
+const STYLES: [LineStyle; 5] = [
+    LineStyle::Solid,
+    LineStyle::Dashed { length: 10.0 },
+    LineStyle::Dotted { spacing: 5.0 },
+    LineStyle::Dashed { length: 4.0 },
+    LineStyle::Dotted { spacing: 10.0 },
+];
+
 impl CurvePlot<'_> {
     /// Draws the plot; returns its response (its rect is what "Save PNG" crops to).
     pub fn ui(&self, ui: &mut Ui, runs: &[&RunSeries]) -> egui::Response {
         let log = self.y_axis == YAxis::Log;
+        let keep = self.keep;
         let several = runs.len() > 1;
+        // Several runs: a colour per run and a line style per metric, keyed above the plot
+        // (a legend inside the plot would cover the curves).
+        let mut metrics: Vec<&Metric> = runs
+            .iter()
+            .flat_map(|r| r.curves_where(keep).map(|(m, _)| m))
+            .collect();
+        metrics.sort();
+        metrics.dedup();
+        let style_of = |m: &Metric| {
+            let i = metrics.iter().position(|x| *x == m).unwrap_or(0);
+            STYLES[i % STYLES.len()]
+        };
+        let mut height = self.height;
+        if several {
+            let before = ui.cursor().top();
+            overlay_key_ui(ui, runs, &metrics, &style_of);
+            height = (height - (ui.cursor().top() - before)).max(80.0);
+        }
         let mut plot = Plot::new(self.id)
-            .height(self.height)
-            .legend(Legend::default().position(Corner::RightBottom).follow_insertion_order(true))
+            .height(height)
             .x_axis_label("epoch")
             .y_axis_label(self.y_label)
             .include_x(0.0)
             .label_formatter(move |h| hover_text(h, log));
+        if !several {
+            plot = plot.legend(Legend::default().position(Corner::RightBottom).follow_insertion_order(true));
+        }
         plot = match self.y_axis {
             YAxis::Fraction => plot.include_y(0.0).include_y(1.0),
             YAxis::Linear => plot.include_y(0.0),
@@ -47,7 +77,6 @@ impl CurvePlot<'_> {
                 .y_axis_formatter(log_tick)
                 .y_grid_spacer(egui_plot::log_grid_spacer(10)),
         };
-        let keep = self.keep;
         plot.show(ui, |p| {
             for run in runs {
                 for (metric, curve) in run.curves_where(keep) {
@@ -56,11 +85,7 @@ impl CurvePlot<'_> {
                         continue;
                     }
                     let (name, color, style) = if several {
-                        (
-                            format!("{} · {}", run.name, metric.label()),
-                            run.color,
-                            metric_style(metric),
-                        )
+                        (format!("{} · {}", run.name, metric.label()), run.color, style_of(metric))
                     } else {
                         (metric.label(), metric_color(metric), LineStyle::Solid)
                     };
@@ -82,6 +107,43 @@ impl CurvePlot<'_> {
             }
         })
         .response
+    }
+}
+
+/// The key of an overlay: each run's colour, each metric's line style.
+fn overlay_key_ui(ui: &mut Ui, runs: &[&RunSeries], metrics: &[&Metric], style_of: &dyn Fn(&Metric) -> LineStyle) {
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 6.0;
+        for r in runs {
+            line_sample(ui, LineStyle::Solid, r.color);
+            ui.label(egui::RichText::new(&r.name).color(r.color));
+        }
+        ui.separator();
+        let ink = ui.visuals().text_color();
+        for m in metrics {
+            line_sample(ui, style_of(m), ink);
+            ui.label(m.label());
+        }
+    });
+}
+
+/// A short horizontal line in `style`, as in the plot.
+fn line_sample(ui: &mut Ui, style: LineStyle, color: Color32) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(26.0, 10.0), egui::Sense::hover());
+    let a = rect.left_center();
+    let b = rect.right_center();
+    let stroke = egui::Stroke::new(1.5, color);
+    let painter = ui.painter();
+    match style {
+        LineStyle::Solid => {
+            painter.line_segment([a, b], stroke);
+        }
+        LineStyle::Dashed { length } => {
+            painter.extend(egui::Shape::dashed_line(&[a, b], stroke, length, length * 0.6));
+        }
+        LineStyle::Dotted { spacing } => {
+            painter.extend(egui::Shape::dotted_line(&[a, b], color, spacing, 1.0));
+        }
     }
 }
 
@@ -229,17 +291,6 @@ fn name_index(name: &str) -> usize {
         "lipsdp", "empirical",
     ];
     ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
-}
-
-fn metric_style(m: &Metric) -> LineStyle {
-    match m {
-        Metric::Clean | Metric::TrainLoss | Metric::R1 | Metric::Unstable(0) => LineStyle::Solid,
-        Metric::Pgd | Metric::R2 | Metric::Train | Metric::SubsetClean => LineStyle::dashed_loose(),
-        Metric::Cert(n) | Metric::Lipschitz(n) if name_index(n) % 2 == 1 => {
-            LineStyle::dashed_dense()
-        }
-        _ => LineStyle::dotted_dense(),
-    }
 }
 
 #[cfg(test)]

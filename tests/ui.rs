@@ -204,3 +204,32 @@ fn run_browser_overlays_folders_and_exports_the_table() {
     assert!(h.state().notice.as_ref().unwrap().text.contains("exports"));
     assert_eq!(h.state().library.len(), before);
 }
+
+#[test]
+fn a_worker_error_is_shown_in_the_window_and_the_run_folder_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = small_moons(3);
+    cfg.dataset.kind = certlab::config::DatasetKind::Mnist;
+    cfg.dataset.path = tmp.path().join("no-such-folder").display().to_string();
+    let mut h = harness(tmp.path(), cfg);
+    h.run_steps(2);
+    h.get_by_label("▶ Start").click();
+    assert!(step_until(&mut h, 60, |app| app.live.as_ref().is_some_and(|l| !l.is_running())));
+    let app = h.state();
+    let live = app.live.as_ref().unwrap();
+    assert_eq!(live.series.outcome.as_deref(), Some("failed"));
+    let notice = app.notice.as_ref().unwrap();
+    assert!(notice.text.contains("run failed") && notice.text.contains("no-such-folder"), "{}", notice.text);
+    h.get_by_label_contains("run failed");
+    // The folder holds the config, the log and the summary that says why.
+    let dir = h.state().live.as_ref().unwrap().run_dir().map(|d| d.to_path_buf());
+    let dir = dir.unwrap_or_else(|| {
+        std::fs::read_dir(tmp.path()).unwrap().next().unwrap().unwrap().path()
+    });
+    let run = certlab::run::load_run(&dir).unwrap();
+    let summary = run.summary.unwrap();
+    assert_eq!(summary.outcome, "failed");
+    assert!(summary.error.unwrap().contains("no-such-folder"));
+    // The window is still usable: Start is enabled again.
+    assert!(!h.get_by_label("▶ Start").accesskit_node().is_disabled());
+}

@@ -443,14 +443,7 @@ pub fn train(
                 });
             }
             if control.should_stop(emit) {
-                log(
-                    run,
-                    emit,
-                    Level::Warn,
-                    format!("stopped at epoch {epoch}, step {step}"),
-                );
-                net.save(&run.model_path())?;
-                return Ok(Outcome::Cancelled);
+                return stopped(run, emit, net, format!("stopped at epoch {epoch}, step {step}"));
             }
         }
         emit(Event::Progress {
@@ -475,6 +468,12 @@ pub fn train(
         rec.clean_acc = eval::clean_accuracy(net, &data.test_x, &data.test_y, 1024);
         let specs = eval::specs_from_config(cfg);
         for (i, spec) in specs.iter().enumerate() {
+            // Exact bounds on a big subset take a while: Stop is honoured between the parts
+            // of an evaluation too (the unfinished evaluation is not written).
+            if control.should_stop(emit) {
+                let why = format!("stopped during the evaluation of epoch {epoch}");
+                return stopped(run, emit, net, why);
+            }
             let report = eval::robust_eval(net, &robust_x, &robust_y, spec, 256);
             for v in &report.violations {
                 log(run, emit, Level::Error, v.to_string());
@@ -553,6 +552,22 @@ pub fn train(
         emit(Event::Metrics(rec));
     }
     Ok(Outcome::Completed)
+}
+
+/// Ends a run that was asked to stop: logs why and keeps the model so far.
+fn stopped(
+    run: &mut RunWriter,
+    emit: &mut dyn FnMut(Event),
+    net: &Network,
+    message: String,
+) -> Result<Outcome, TrainError> {
+    run.log(&message);
+    emit(Event::Log {
+        level: Level::Warn,
+        message,
+    });
+    net.save(&run.model_path())?;
+    Ok(Outcome::Cancelled)
 }
 
 #[cfg(test)]

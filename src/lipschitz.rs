@@ -400,7 +400,7 @@ fn layer_value(layer: &Layer, in_shape: &[i64], est: Estimator, s: &Settings) ->
         Layer::Relu | Layer::Flatten => None,
         Layer::Normalize { std, .. } => Some(normalize_factor(std)),
         // 1-Lipschitz by construction (nonlinear residual blocks).
-        Layer::Sll { .. } | Layer::Cpl { .. } => Some(1.0),
+        Layer::Sll { .. } | Layer::SllConv { .. } | Layer::Cpl { .. } => Some(1.0),
         Layer::Conv2d {
             weight,
             stride,
@@ -1039,9 +1039,16 @@ pub fn lipsdp_training_bound(
     // Differentiable weights (double), Normalize folded like `mlp_weights`.
     let detached = mlp_weights(net).ok()?;
     let p_detached = SdpProblem::new(&detached);
-    let t_start = match warm {
-        Some(t) if tch::no_grad(|| p_detached.rho(t)).is_some() => t.shallow_clone(),
-        _ => tch::no_grad(|| p_detached.initial_t())?,
+    // The previous step's multipliers, scaled up if the weight update made Q(T) indefinite
+    // (Q(aT) = a (2T - off-diagonal) - W_m^T W_m), else a fresh start.
+    let warm_start = warm.and_then(|t| {
+        (0..6)
+            .map(|i| t * 2f64.powi(i))
+            .find(|t| tch::no_grad(|| p_detached.rho(t)).is_some())
+    });
+    let t_start = match warm_start {
+        Some(t) => t,
+        None => tch::no_grad(|| p_detached.initial_t())?,
     };
     let (t, _) = tch::no_grad(|| improve_t(&p_detached, &t_start, steps));
     // The live weights: W_0 itself (no SVD reduction, so gradients reach it).
@@ -1146,12 +1153,15 @@ pub fn enforce_bound(
     }
     // A hair below the exact root, so rounding cannot leave the bound above the target.
     let factor = (target / before).powf(1.0 / scalable.len() as f64) * (1.0 - 1e-6);
-    tch::no_grad(|| {
+    tch::no_grad(|| -> Result<(), String> {
         for w in scalable {
             let mut w = w.shallow_clone();
-            let _ = w.f_mul_scalar_(factor);
+            let _scaled = w
+                .f_mul_scalar_(factor)
+                .map_err(|e| format!("rescaling the weights: {e}"))?;
         }
-    });
+        Ok(())
+    })?;
     let after = guaranteed_bound(net, shapes, iters);
     if after > target {
         return Err(format!(
@@ -1674,6 +1684,43 @@ mod tests {
                 };
                 let scaled = exact_dense(&jacobian(&naive, &x).to_kind(Kind::Double));
                 assert!(raw > 2.0 && scaled <= 1.0 + 1e-5, "raw {raw}, sll {scaled}");
+            }
+        }
+    }
+
+    #[test]
+    fn conv_sll_layer_has_jacobian_norm_at_most_one() {
+        for kind in [Kind::Double, Kind::Float] {
+            let o = (kind, Device::Cpu);
+            for (seed, (c, inner, k, n)) in [(2, 4, 3, 5), (3, 3, 3, 4), (1, 5, 5, 6)]
+                .into_iter()
+                .enumerate()
+            {
+                tch::manual_seed(200 + seed as i64);
+                let layer = Layer::SllConv {
+                    weight: Tensor::randn([inner, c, k, k], o) * 2.0,
+                    bias: Tensor::randn([inner], o),
+                    q_log: Tensor::randn([inner], o),
+                };
+                let mut worst: f64 = 0.0;
+                for _ in 0..10 {
+                    let x = Tensor::randn([1, c, n, n], o);
+                    let xa = x.set_requires_grad(true);
+                    let y = layer.forward(&xa).reshape([1, -1]);
+                    assert_eq!(y.size()[1], c * n * n, "same shape out");
+                    let rows: Vec<Tensor> = (0..c * n * n)
+                        .map(|i| {
+                            Tensor::run_backward(&[y.select(1, i).sum(kind)], &[&xa], true, false)
+                                .pop()
+                                .unwrap()
+                                .reshape([-1])
+                        })
+                        .collect();
+                    let j = Tensor::stack(&rows, 0).to_kind(Kind::Double);
+                    worst = worst.max(exact_dense(&j));
+                }
+                assert!(worst <= 1.0 + 1e-5, "conv SLL {c}->{inner} k{k}: {worst}");
+                assert!(worst > 0.3, "suspiciously small {worst}");
             }
         }
     }

@@ -48,6 +48,16 @@ pub enum Layer {
         bias: Tensor,
         q_log: Tensor,
     },
+    /// SLL block, convolutional: `x - 2 K^T diag(t) relu(K * x + b)` with `K` a `k x k` conv
+    /// (stride 1, padding `k / 2`, `k` odd) from `channels` to `inner` channels, `K^T` its
+    /// adjoint (the transposed conv), `t_i = q_i / sum_j |K K^T|_ij q_j` where `|K K^T|_ij` is the
+    /// sum over offsets of the absolute cross-correlation of the kernels of channels `i` and
+    /// `j` (the conv version of the SLL certificate). Weight `[inner, channels, k, k]`.
+    SllConv {
+        weight: Tensor,
+        bias: Tensor,
+        q_log: Tensor,
+    },
     /// Convex potential layer (CPL, Meunier et al. 2022), dense, 1-Lipschitz by construction:
     /// `x - 2 / ||W||^2 W^T relu(W x + b)` with `||W||` the Gram-iteration *upper bound*
     /// ([`gram_bound`], [`ONE_LIP_GRAM_ITERS`] iterations), never a power-iteration estimate.
@@ -133,6 +143,18 @@ pub fn aol_scale(weight: &Tensor) -> Tensor {
     (wtw.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>) + 1e-12).rsqrt()
 }
 
+/// The conv SLL multipliers: `t_i = q_i / sum_j M_ij q_j` with
+/// `M_ij = sum_offsets |(K_i * K_j)(offset)|` for a kernel `[inner, channels, k, k]`.
+pub fn sll_conv_t(weight: &Tensor, q_log: &Tensor) -> Tensor {
+    let k = weight.size()[2];
+    let kk = weight
+        .conv2d(weight, None::<Tensor>, [1, 1], [k - 1, k - 1], [1, 1], 1)
+        .abs()
+        .sum_dim_intlist([2i64, 3].as_slice(), false, None::<Kind>);
+    let q = q_log.exp();
+    &q / (kk.matmul(&q) + 1e-12)
+}
+
 /// The SLL multipliers `t_i = q_i / sum_j |W W^T|_ij q_j`.
 pub fn sll_t(weight: &Tensor, q_log: &Tensor) -> Tensor {
     let q = q_log.exp();
@@ -149,6 +171,7 @@ impl Layer {
             Layer::Flatten => "flatten",
             Layer::Normalize { .. } => "normalize",
             Layer::Sll { .. } => "sll",
+            Layer::SllConv { .. } => "sll-conv",
             Layer::Cpl { .. } => "cpl",
             Layer::Aol { .. } => "aol",
             Layer::Spectral { .. } => "spectral",
@@ -160,7 +183,11 @@ impl Layer {
     pub fn is_one_lipschitz(&self) -> bool {
         matches!(
             self,
-            Layer::Sll { .. } | Layer::Cpl { .. } | Layer::Aol { .. } | Layer::Spectral { .. }
+            Layer::Sll { .. }
+                | Layer::SllConv { .. }
+                | Layer::Cpl { .. }
+                | Layer::Aol { .. }
+                | Layer::Spectral { .. }
         )
     }
 
@@ -210,6 +237,15 @@ impl Layer {
                 bias: f(bias),
                 q_log: f(q_log),
             },
+            Layer::SllConv {
+                weight,
+                bias,
+                q_log,
+            } => Layer::SllConv {
+                weight: f(weight),
+                bias: f(bias),
+                q_log: f(q_log),
+            },
             Layer::Cpl { weight, bias } => Layer::Cpl {
                 weight: f(weight),
                 bias: f(bias),
@@ -246,6 +282,21 @@ impl Layer {
                 let t = sll_t(weight, q_log);
                 let r = x.linear(weight, Some(bias)).relu() * t;
                 x - r.matmul(weight) * 2.0
+            }
+            Layer::SllConv {
+                weight,
+                bias,
+                q_log,
+            } => {
+                let p = weight.size()[2] / 2;
+                let t = sll_conv_t(weight, q_log).reshape([1, -1, 1, 1]);
+                let r = x
+                    .conv2d(weight, Some(bias), [1, 1], [p, p], [1, 1], 1)
+                    .relu()
+                    * t;
+                let back =
+                    r.conv_transpose2d(weight, None::<Tensor>, [1, 1], [p, p], [0, 0], 1, [1, 1]);
+                x - back * 2.0
             }
             Layer::Cpl { weight, bias } => {
                 let norm = gram_bound(weight, ONE_LIP_GRAM_ITERS);
@@ -629,6 +680,11 @@ impl Network {
                     vec![weight.shallow_clone(), bias.shallow_clone()]
                 }
                 Layer::Sll {
+                    weight,
+                    bias,
+                    q_log,
+                }
+                | Layer::SllConv {
                     weight,
                     bias,
                     q_log,

@@ -413,8 +413,11 @@ pub fn train(
     let enforce = cfg.train.method == Method::Lipschitz && cfg.train.lip_target > 0.0;
     let lip_estimators = lipschitz::Estimator::parse_list(&cfg.eval.lipschitz)
         .map_err(|e| TrainError::Lipschitz(e.to_string()))?;
-    let lip_certificate =
-        cfg.model.arch.is_one_lipschitz() || cfg.train.method == Method::Lipschitz;
+    // The l_2 Lipschitz certificate: for 1-Lipschitz networks, Lipschitz training, and whenever
+    // Lipschitz estimates are asked for (so a standard run can be compared).
+    let lip_certificate = cfg.model.arch.is_one_lipschitz()
+        || cfg.train.method == Method::Lipschitz
+        || !cfg.eval.lipschitz.is_empty();
     if enforce {
         // The bound holds from the first step on.
         let b =

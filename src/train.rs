@@ -290,8 +290,12 @@ pub fn method_loss(
 }
 
 /// Gram iterations of the guaranteed bound that the enforced training keeps below
-/// `lip_target`, that is logged every epoch, and that the l_2 certificate uses.
+/// `lip_target` and that is logged every epoch.
 pub const ENFORCE_GRAM_ITERS: u32 = 6;
+
+/// Gram iterations of the body bound in the l_2 Lipschitz certificate (double precision; more
+/// iterations, a tighter certificate).
+pub const CERT_GRAM_ITERS: u32 = 10;
 
 /// How many points of the robust subset the tightness statistics use.
 pub const GAP_POINTS: i64 = 200;
@@ -535,7 +539,7 @@ pub fn train(
         if lip_certificate {
             // l_2 certificate from the Lipschitz bound: margin_ij / (L_body ||w_i - w_j||);
             // an l_inf ball of radius eps lies in the l_2 ball of radius eps sqrt(d).
-            if let Some(parts) = lipschitz::certificate_parts(net, ENFORCE_GRAM_ITERS) {
+            if let Some(parts) = lipschitz::certificate_parts(net, CERT_GRAM_ITERS) {
                 let d: i64 = data.input_shape.iter().product();
                 let radius =
                     tch::no_grad(|| lipschitz::l2_radius(net, &parts, &robust_x, &robust_y));

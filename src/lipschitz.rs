@@ -344,7 +344,7 @@ pub fn network_gram_bound(net: &Network, shapes: &[Vec<i64>], iters: u32) -> Ten
     let mut total = Tensor::ones([], (Kind::Float, net.device()));
     for (i, layer) in net.layers.iter().enumerate() {
         if let Some(b) = layer_gram_bound(layer, &shapes[i], iters) {
-            total = total * b.to_kind(Kind::Float);
+            total *= b.to_kind(Kind::Float);
         }
     }
     total
@@ -543,7 +543,7 @@ pub fn empirical_lower_bound(net: &Network, points: &Tensor, steps: u32) -> f64 
     };
     let bshape = |t: &Tensor| -> Vec<i64> {
         let mut s = vec![b];
-        s.extend(std::iter::repeat(1).take(t.dim() - 1));
+        s.extend(std::iter::repeat_n(1, t.dim() - 1));
         s
     };
     let fx = tch::no_grad(|| forward_layers(&layers, &x));
@@ -674,7 +674,7 @@ impl SdpProblem {
         for w in &self.widths {
             offs.push(offs[offs.len() - 1] + w);
         }
-        q = q + (t * 2.0).diag_embed(0, -2, -1);
+        q += (t * 2.0).diag_embed(0, -2, -1);
         let last = &self.ws[m];
         let wtw = last.tr().matmul(last);
         let pad_last = wtw.pad(
@@ -682,7 +682,7 @@ impl SdpProblem {
             "constant",
             Some(0.0),
         );
-        q = q - pad_last;
+        q -= pad_last;
         for k in 1..m {
             // Block (k, k-1): T_k W_k (hidden k from hidden k-1), entered as -T_k W_k in Q.
             let tk = t.narrow(0, offs[k], self.widths[k]);
@@ -737,8 +737,8 @@ impl SdpProblem {
             .collect();
         let mut scalars = vec![1.0f64];
         let mut s_prev = 2.0;
-        for k in 1..m {
-            let tk = s_prev / c[k];
+        for ck in &c[1..m] {
+            let tk = s_prev / ck;
             scalars.push(tk);
             s_prev = tk;
         }
@@ -746,7 +746,7 @@ impl SdpProblem {
         let base: Vec<f64> = scalars
             .iter()
             .zip(&self.widths)
-            .flat_map(|(&s, &w)| std::iter::repeat(s).take(w as usize))
+            .flat_map(|(&s, &w)| std::iter::repeat_n(s, w as usize))
             .collect();
         let base = Tensor::from_slice(&base).to_device(dev);
         let eval = |log_alpha: f64| -> f64 {

@@ -1998,6 +1998,67 @@ mod tests {
         }
     }
 
+    /// The conv path end to end: Gram bounds of conv layers (FFT blocks on the grown grid) in
+    /// the training loss and the enforced bound, conv estimators per epoch, and the l_2
+    /// certificate of a convnet checked against PGD point by point.
+    #[test]
+    fn lipschitz_training_and_certificate_on_a_small_convnet() {
+        let mut cfg = ExperimentConfig::default_experiment();
+        cfg.dataset = crate::config::DatasetConfig {
+            kind: crate::config::DatasetKind::FashionMnist,
+            train_size: 512,
+            test_size: 200,
+            ..Default::default()
+        };
+        cfg.model.arch = Arch::SmallConv;
+        cfg.train.method = Method::Lipschitz;
+        cfg.train.lip_weight = 0.01;
+        cfg.train.lip_target = 3.0;
+        cfg.train.epochs = 2;
+        cfg.train.batch_size = 64;
+        cfg.optimizer.lr = 0.003;
+        cfg.eval.eps = vec![0.3];
+        cfg.eval.norm = Norm::L2;
+        cfg.eval.bounds = vec![];
+        cfg.eval.pgd_steps = 20;
+        cfg.eval.robust_subset = 0;
+        cfg.eval.lipschitz = vec!["power".into(), "exact".into(), "empirical".into()];
+        cfg.device = crate::config::DeviceChoice::Cpu;
+        let (prep, events) = train_run(&cfg);
+        let recs = records(&events);
+        assert_eq!(recs.len(), 2);
+        for r in &recs {
+            let l = &r.lipschitz;
+            assert!(
+                l["train_bound_max"] <= 3.0 && l["train_bound"] <= 3.0,
+                "{l:?}"
+            );
+            assert!(l["exact"] <= l["train_bound"] * (1.0 + 1e-9), "{l:?}");
+            assert!(l["power"] <= l["exact"] * (1.0 + 1e-9), "{l:?}");
+            assert!(l["empirical"] <= l["exact"] * (1.0 + 1e-9), "{l:?}");
+            assert!(r.cert_acc["lipschitz"] <= r.pgd_acc.unwrap(), "{r:?}");
+        }
+        let net = &prep.net;
+        let (x, y) = (&prep.data.test_x, &prep.data.test_y);
+        let parts = certificate_parts(net, 10).unwrap();
+        let radius = l2_radius(net, &parts, x, y);
+        let mut certified = 0;
+        for eps in [0.1, 0.3] {
+            let cert = radius.gt(eps);
+            certified += cert.sum(Kind::Int64).int64_value(&[]);
+            let res = attack::pgd(
+                net,
+                x,
+                y,
+                &PgdConfig::evaluation(eps, Norm::L2, 30, 2, AttackLoss::Margin),
+            );
+            let broken = tch::no_grad(|| attack::correct(net, &res.x_adv, y)).logical_not();
+            let bad = cert.logical_and(&broken).sum(Kind::Int64).int64_value(&[]);
+            assert_eq!(bad, 0, "eps {eps}: {bad} certified points broken");
+        }
+        assert!(certified > 0, "nothing certified");
+    }
+
     #[test]
     fn config_refuses_bounds_on_one_lipschitz_nets() {
         let mut cfg = moons_cfg(Arch::Sll, Method::Ibp);

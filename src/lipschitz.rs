@@ -20,13 +20,16 @@
 //! that estimator (the exact Lipschitz constant of a ReLU network is NP-hard to compute), so
 //! network `exact` equals `product`; `empirical <= true constant <= lipsdp <= product`.
 //!
-//! Conv layers. The FFT view is exact for the circular convolution on an `N x N` grid. A layer
-//! with zero padding `p <= k - 1` and stride `s` on an `n x n` input is a crop (and a
-//! subsampling) of the full linear convolution of the zero-embedded input, which equals the
-//! circular convolution on `N = n + k - 1` (no wrap-around). So the FFT value at
-//! `N = n + k - 1` is a guaranteed upper bound for the layer as applied; that is the `exact`
-//! and `gram` value reported for conv layers of a network, while `power` runs on the layer as
-//! applied (zero padding and stride) and stays below the layer's true norm.
+//! Conv layers. The FFT view is exact for the circular convolution on an `N x N` grid. A
+//! stride-1 layer with zero padding `p <= k - 1` on an `n x n` input is a crop of the full
+//! linear correlation of the input, which equals the circular one on `N = n + k - 1` (no
+//! wrap-around). A stride-`s` layer is a stride-1 valid correlation of the polyphase
+//! components of its zero-padded input (an isometric rearrangement) with the kernel
+//! rearranged to `[co, ci s^2, ceil(k/s), ceil(k/s)]` ([`polyphase_kernel`]), so the same
+//! argument applies on the polyphase grid. These FFT values are guaranteed upper bounds for the
+//! layer as applied; they are the `exact` and `gram` values reported for conv layers of a
+//! network, while `power` runs on the layer as applied (zero padding and stride) and stays
+//! below the layer's true norm.
 use crate::config::{LipBound, LIPSCHITZ_ESTIMATORS};
 pub use crate::model::gram_bound;
 use crate::model::{Layer, Network};
@@ -316,12 +319,45 @@ fn normalize_factor(std: &Tensor) -> f64 {
     1.0 / scalar(&std.min())
 }
 
-/// The spatial size of the circular grid whose FFT bound covers a conv layer on `in_shape`
-/// (see the module documentation): `n + k - 1` per side.
-fn conv_grid(in_shape: &[i64], kernel: &Tensor) -> (i64, i64) {
-    let k = kernel.size()[2];
+/// The kernel `[co, ci s^2, k', k']` (`k' = ceil(k / s)`) of the stride-1 correlation that a
+/// stride-`s` correlation with `kernel` `[co, ci, k, k]` is on the polyphase components of its
+/// input: `K'[o, (c, a, b), u, v] = K[o, c, s u + a, s v + b]` (zero beyond `k`). Differentiable.
+pub fn polyphase_kernel(kernel: &Tensor, stride: i64) -> Tensor {
+    if stride <= 1 {
+        return kernel.shallow_clone();
+    }
+    let size = kernel.size();
+    let (co, ci, k) = (size[0], size[1], size[2]);
+    let kp = (k + stride - 1) / stride;
+    let extra = kp * stride - k;
+    kernel
+        .pad([0, extra, 0, extra].as_slice(), "constant", Some(0.0))
+        .reshape([co, ci, kp, stride, kp, stride])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([co, ci * stride * stride, kp, kp])
+}
+
+/// The kernel and the circular grid whose FFT norm bounds a conv layer (stride `s`, zero
+/// padding `p`) on an input `in_shape` from above. Stride 1: the layer is a crop of the full
+/// linear correlation, which is the circular one on `n + k - 1` (no wrap-around). Stride `s`:
+/// the layer is a stride-1 *valid* correlation with [`polyphase_kernel`] of the polyphase
+/// components of the zero-padded input (an isometric embedding of the input), of spatial size
+/// `m = ceil((n + 2p) / s)`: the circular one on `m + k' - 1` bounds it.
+fn conv_operator(
+    in_shape: &[i64],
+    kernel: &Tensor,
+    stride: i64,
+    padding: i64,
+) -> (Tensor, i64, i64) {
     let (h, w) = (in_shape[in_shape.len() - 2], in_shape[in_shape.len() - 1]);
-    (h + k - 1, w + k - 1)
+    if stride <= 1 {
+        let k = kernel.size()[2];
+        return (kernel.shallow_clone(), h + k - 1, w + k - 1);
+    }
+    let kp = polyphase_kernel(kernel, stride);
+    let k = kp.size()[2];
+    let m = |n: i64| (n + 2 * padding + stride - 1) / stride;
+    (kp, m(h) + k - 1, m(w) + k - 1)
 }
 
 /// A differentiable guaranteed upper bound on the l_2 Lipschitz constant of one layer (a
@@ -329,9 +365,14 @@ fn conv_grid(in_shape: &[i64], kernel: &Tensor) -> (i64, i64) {
 /// Flatten, SLL, CPL).
 pub fn layer_gram_bound(layer: &Layer, in_shape: &[i64], iters: u32) -> Option<Tensor> {
     match layer {
-        Layer::Conv2d { weight, .. } => {
-            let (nh, nw) = conv_grid(in_shape, weight);
-            Some(gram_conv(weight, nh, nw, iters))
+        Layer::Conv2d {
+            weight,
+            stride,
+            padding,
+            ..
+        } => {
+            let (kernel, nh, nw) = conv_operator(in_shape, weight, *stride, *padding);
+            Some(gram_conv(&kernel, nh, nw, iters))
         }
         Layer::Normalize { std, .. } => Some(std.min().reciprocal()),
         l => l.effective_weight().map(|w| gram_bound(&w, iters)),
@@ -408,7 +449,7 @@ fn layer_value(layer: &Layer, in_shape: &[i64], est: Estimator, s: &Settings) ->
             ..
         } => {
             let w = weight.detach().to_kind(Kind::Double);
-            let (nh, nw) = conv_grid(in_shape, &w);
+            let (kernel, nh, nw) = conv_operator(in_shape, &w, *stride, *padding);
             Some(match est {
                 Estimator::Power => {
                     let (st, pd) = (*stride, *padding);
@@ -424,8 +465,10 @@ fn layer_value(layer: &Layer, in_shape: &[i64], est: Estimator, s: &Settings) ->
                     )
                     .sigma
                 }
-                Estimator::Gram => tch::no_grad(|| scalar(&gram_conv(&w, nh, nw, s.gram_iters))),
-                _ => exact_conv_circular(&w, nh, nw),
+                Estimator::Gram => {
+                    tch::no_grad(|| scalar(&gram_conv(&kernel, nh, nw, s.gram_iters)))
+                }
+                _ => exact_conv_circular(&kernel, nh, nw),
             })
         }
         l => {
@@ -1431,9 +1474,46 @@ mod tests {
                 power <= actual * (1.0 + 1e-9),
                 "power {power} > actual {actual}"
             );
+            if s > 1 {
+                // Tighter than the bound that ignores the stride.
+                let unstrided = exact_conv_circular(&kernel, n + k - 1, n + k - 1);
+                assert!(exact < unstrided, "stride {s}: {exact} vs {unstrided}");
+            }
             assert!(
                 rel(power, actual).abs() < 1e-3,
                 "power {power} vs actual {actual}"
+            );
+        }
+    }
+
+    #[test]
+    fn polyphase_fft_is_exact_for_circular_strided_convs() {
+        // A circular stride-s correlation on n x n (s | n) is exactly the circular stride-1
+        // correlation of the polyphase components with the polyphase kernel on (n/s)^2.
+        tch::manual_seed(9);
+        for (co, ci, k, s, n) in [
+            (3, 2, 4, 2, 8),
+            (2, 3, 3, 2, 6),
+            (4, 1, 5, 3, 9),
+            (2, 2, 2, 2, 4),
+        ] {
+            let kernel = Tensor::randn([co, ci, k, k], F64);
+            let op = |x: &Tensor| {
+                x.pad([0, k - 1, 0, k - 1].as_slice(), "circular", None)
+                    .conv2d(&kernel, None::<Tensor>, [s, s], [0, 0], [1, 1], 1)
+            };
+            let dense = dense_matrix(&op, &[ci, n, n], F64);
+            assert_eq!(dense.size()[0], co * (n / s) * (n / s));
+            let svd = exact_dense(&dense);
+            let kp = polyphase_kernel(&kernel, s);
+            assert_eq!(
+                kp.size(),
+                vec![co, ci * s * s, (k + s - 1) / s, (k + s - 1) / s]
+            );
+            let fft = exact_conv_circular(&kp, n / s, n / s);
+            assert!(
+                rel(fft, svd).abs() < 1e-10,
+                "k{k} s{s} n{n}: fft {fft} vs dense {svd}"
             );
         }
     }

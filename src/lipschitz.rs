@@ -768,9 +768,12 @@ impl SdpProblem {
         v.is_finite().then_some(top)
     }
 
-    /// A feasible start: per-layer scalar multipliers from the chain of Schur complements
-    /// (`t_k = s_{k-1} / ||W_{k-1}||^2`), the common scale chosen by a log-grid then
-    /// golden-section search.
+    /// A feasible start at least as good as the product bound: per-layer scalar multipliers
+    /// `t_m = c_m (1 + d)`, `t_k = t_{k+1} c_k (1 + d)` (`c_k = ||W_k||^2`, `d = 1e-6`). With
+    /// `2 a^T W b <= ||a||^2 + c ||b||^2` every hidden coefficient of the LMI is then negative,
+    /// so `Q(T)` is positive definite and `rho(T) <= t_1 c_0 (1 + d) = product^2 (1 + d)^(m+1)`.
+    /// The common scale is then refined (log grid, golden section): the result never exceeds
+    /// that value.
     fn initial_t(&self) -> Option<Tensor> {
         let m = self.widths.len();
         let c: Vec<f64> = self
@@ -778,12 +781,11 @@ impl SdpProblem {
             .iter()
             .map(|w| exact_dense(w).powi(2).max(1e-300))
             .collect();
-        let mut scalars = vec![1.0f64];
-        let mut s_prev = 2.0;
-        for ck in &c[1..m] {
-            let tk = s_prev / ck;
-            scalars.push(tk);
-            s_prev = tk;
+        let d = 1e-6;
+        let mut scalars = vec![0.0f64; m];
+        scalars[m - 1] = c[m] * (1.0 + d);
+        for k in (0..m - 1).rev() {
+            scalars[k] = scalars[k + 1] * c[k + 1] * (1.0 + d);
         }
         let dev = self.ws[0].device();
         let base: Vec<f64> = scalars
@@ -798,11 +800,9 @@ impl SdpProblem {
                     .map_or(f64::INFINITY, |r| r.double_value(&[]))
             })
         };
-        // Q is feasible for alpha large enough: scan a wide grid around the product scale.
-        let centre = (c[m]).ln() + c[1..m].iter().map(|v| v.ln()).sum::<f64>();
-        let mut best = (f64::INFINITY, 0.0);
-        for j in -60..=60 {
-            let la = centre + j as f64 * 0.25;
+        let mut best = (eval(0.0), 0.0);
+        for j in -24..=24 {
+            let la = j as f64 * 0.25;
             let v = eval(la);
             if v < best.0 {
                 best = (v, la);
@@ -1583,13 +1583,23 @@ mod tests {
             )
             .unwrap();
             assert_eq!(first.solver, "first-order");
+            // The first-order start already certifies the product bound (up to 1 + 1e-6 per
+            // layer), by construction.
+            let p = SdpProblem::new(&ws);
+            let t0 = p.initial_t().unwrap();
+            let start = p.rho(&t0).unwrap().double_value(&[]).sqrt();
+            assert!(
+                start <= prod * (1.0 + 1e-5),
+                "start {start} > product {prod}"
+            );
+            assert!(first.value <= start * (1.0 + 1e-12));
             assert!(
                 sdp <= first.value * (1.0 + 1e-4),
                 "clarabel {sdp} > first-order {}",
                 first.value
             );
             assert!(
-                first.value <= prod * (1.0 + 1e-6),
+                first.value <= prod * (1.0 + 1e-5),
                 "first-order {} > product {prod}",
                 first.value
             );

@@ -41,6 +41,10 @@ fn torch_lib_dir() -> Option<(PathBuf, String)> {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // BLAS/LAPACK for clarabel's PSD cone (LipSDP): the system OpenBLAS (libopenblas-dev),
+    // linked last (after libtorch) so that libtorch's own BLAS symbols keep precedence and
+    // OpenBLAS only supplies what libtorch does not export (dsyevr_, dsyrk_, ...).
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-lopenblas,--as-needed");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
     let Some((lib, version)) = torch_lib_dir() else {
         println!("cargo:warning=certlab: torch lib folder not found; run `make build` (it installs torch into .venv)");

@@ -148,6 +148,7 @@ fn ibp_bounds(layers: &[Layer], x: &Tensor, ball: Ball) -> Vec<(Tensor, Tensor)>
                 }
                 ((&lo - mean) / std, (&hi - mean) / std)
             }
+            l => unsupported(l),
         };
         if l2_scale.is_some() {
             h = layer.forward(&h);
@@ -157,6 +158,26 @@ fn ibp_bounds(layers: &[Layer], x: &Tensor, ball: Ball) -> Vec<(Tensor, Tensor)>
         hi = u;
     }
     out
+}
+
+/// Whether the bound code handles every layer of the network: Linear, Conv2d, ReLU, Flatten
+/// and Normalize. The 1-Lipschitz layers (SLL, CPL, AOL, spectral) are refused: such networks
+/// are certified with the l_2 Lipschitz certificate (`cert_acc` key `lipschitz`).
+pub fn check_supported(net: &Network) -> Result<(), String> {
+    match net.layers.iter().position(|l| l.is_one_lipschitz()) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "IBP/CROWN bounds do not support layer {i} (`{}`): 1-Lipschitz networks are certified with the l_2 Lipschitz certificate (`lipschitz`)",
+            net.layers[i].kind_name()
+        )),
+    }
+}
+
+fn unsupported(layer: &Layer) -> ! {
+    panic!(
+        "IBP/CROWN bounds do not support `{}` layers: 1-Lipschitz networks are certified with the l_2 Lipschitz certificate (`lipschitz`)",
+        layer.kind_name()
+    )
 }
 
 /// The box that contains the ball clipped to [0, 1].
@@ -445,6 +466,7 @@ impl<'a> Relaxer<'a> {
                     }
                     lambda = pos * &lines.lower_slope + neg * &lines.upper_slope;
                 }
+                l => unsupported(l),
             }
         }
         (lambda, offset)
@@ -545,6 +567,7 @@ impl<'a> Relaxer<'a> {
                         Layer::Normalize { std, .. } => flat / std,
                         Layer::Flatten => flat.flatten(1, -1),
                         Layer::Relu => unreachable!(),
+                        l => unsupported(l),
                     };
                     let mut shape = vec![b, dim];
                     shape.extend_from_slice(&moved.size()[1..]);
@@ -899,32 +922,9 @@ pub fn gap_hist_edges() -> Vec<f64> {
 /// Copies of the layers in double precision (detached), for statistics that compare bounds
 /// against feasible values at a relative tolerance float32 cannot resolve.
 fn layers_f64(layers: &[Layer]) -> Vec<Layer> {
-    let d = |t: &Tensor| t.detach().to_kind(Kind::Double);
     layers
         .iter()
-        .map(|l| match l {
-            Layer::Linear { weight, bias } => Layer::Linear {
-                weight: d(weight),
-                bias: d(bias),
-            },
-            Layer::Conv2d {
-                weight,
-                bias,
-                stride,
-                padding,
-            } => Layer::Conv2d {
-                weight: d(weight),
-                bias: d(bias),
-                stride: *stride,
-                padding: *padding,
-            },
-            Layer::Relu => Layer::Relu,
-            Layer::Flatten => Layer::Flatten,
-            Layer::Normalize { mean, std } => Layer::Normalize {
-                mean: d(mean),
-                std: d(std),
-            },
-        })
+        .map(|l| l.map_tensors(&|t| t.detach().to_kind(Kind::Double)))
         .collect()
 }
 

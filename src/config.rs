@@ -803,6 +803,48 @@ impl ExperimentConfig {
         if e.every_epochs == 0 {
             bad("eval.every_epochs", "must be >= 1".into());
         }
+        let arch = self.model.arch;
+        if arch.is_one_lipschitz() {
+            if !e.bounds.is_empty() {
+                bad(
+                    "eval.bounds",
+                    format!(
+                        "IBP/CROWN bounds do not support the 1-Lipschitz layers of `{}`: leave eval.bounds empty (such networks get the l_2 Lipschitz certificate, cert_acc key `lipschitz`)",
+                        arch.name()
+                    ),
+                );
+            }
+            if matches!(t.method, Method::Ibp | Method::CrownIbp | Method::Fastlin) {
+                bad(
+                    "train.method",
+                    format!(
+                        "`{}` needs IBP/CROWN bounds, which do not support the 1-Lipschitz layers of `{}`: use `standard`, `pgd` or `lipschitz`",
+                        t.method.name(),
+                        arch.name()
+                    ),
+                );
+            }
+        }
+        // LipSDP-Neuron is for MLPs (dense layers and ReLUs; AOL/spectral layers are dense).
+        let mlp_like = matches!(arch, Arch::Mlp | Arch::Aol | Arch::Spectral);
+        if !mlp_like && e.lipschitz.iter().any(|l| l == "lipsdp") {
+            bad(
+                "eval.lipschitz",
+                format!(
+                    "`lipsdp` is for MLPs (mlp, aol, spectral), not `{}`",
+                    arch.name()
+                ),
+            );
+        }
+        if !mlp_like && t.method == Method::Lipschitz && t.lip_bound == LipBound::Lipsdp {
+            bad(
+                "train.lip_bound",
+                format!(
+                    "`lipsdp` is for MLPs (mlp, aol, spectral), not `{}`: use `gram`",
+                    arch.name()
+                ),
+            );
+        }
         for l in &e.lipschitz {
             if !LIPSCHITZ_ESTIMATORS.contains(&l.as_str()) {
                 bad(

@@ -566,6 +566,7 @@ pub fn bounds_cmd(opts: &BoundsOptions) -> anyhow::Result<i32> {
     }
     let trained = load_trained(&opts.run_dir, &opts.device, opts.best)?;
     let net = &trained.net;
+    bounds::check_supported(net).map_err(anyhow::Error::msg)?;
     let (x, y) = trained.first_test_points(opts.n);
     let ball = Ball {
         eps: opts.eps,
@@ -676,6 +677,9 @@ pub fn eval_cmd(opts: &EvalOptions) -> anyhow::Result<i32> {
     }
     let trained = load_trained(&opts.run_dir, &opts.device, opts.best)?;
     let (net, device, model_file) = (&trained.net, trained.device, trained.model_file);
+    if !methods.bounds.is_empty() {
+        bounds::check_supported(net).map_err(anyhow::Error::msg)?;
+    }
     let (x, y) = trained.first_test_points(opts.n.unwrap_or(cfg.eval.robust_subset));
     let spec = RobustSpec {
         eps: opts.eps,

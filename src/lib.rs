@@ -1,6 +1,6 @@
 //! certlab: a workbench for robustness experiments on neural networks.
 //!
-//! Engine modules (`config`, `data`, `model`, `bounds`, `attack`, `eval`, `train`, `run`,
+//! Engine modules (`config`, `data`, `model`, `bounds`, `attack`, `lipschitz`, `eval`, `train`, `run`,
 //! `worker`) never touch egui; `ui` never touches a tensor.
 pub mod attack;
 pub mod bench;
@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod lipschitz;
 pub mod metrics;
 pub mod model;
 pub mod run;

@@ -36,7 +36,10 @@ pub struct EvalRecord {
     /// Evaluations at the further eval eps values, if more than one is configured.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub more_eps: Vec<EpsEval>,
-    /// Lipschitz estimates of the whole network keyed by estimator.
+    /// Lipschitz estimates of the whole network keyed by estimator (`eval.lipschitz`: power,
+    /// gram, exact, product, lipsdp, empirical); with `method = "lipschitz"` also `train_bound`
+    /// (the guaranteed bound the training controls, after the epoch) and, with `lip_target`,
+    /// `train_bound_max` (its largest value after any optimiser step of the epoch).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub lipschitz: BTreeMap<String, f64>,
     /// Relaxation-gap statistics (seed 001).

@@ -40,6 +40,126 @@ pub enum Layer {
         mean: Tensor,
         std: Tensor,
     },
+    /// SDP-based Lipschitz layer (SLL, Araujo et al. 2023), dense, 1-Lipschitz by construction:
+    /// `x - 2 W^T diag(t) relu(W x + b)` with `t_i = q_i / sum_j |W W^T|_ij q_j`,
+    /// `q = exp(q_log)`. Weight `[inner, features]`; output width = input width.
+    Sll {
+        weight: Tensor,
+        bias: Tensor,
+        q_log: Tensor,
+    },
+    /// SLL block, convolutional: `x - 2 K^T diag(t) relu(K * x + b)` with `K` a `k x k` conv
+    /// (stride 1, padding `k / 2`, `k` odd) from `channels` to `inner` channels, `K^T` its
+    /// adjoint (the transposed conv), `t_i = q_i / sum_j |K K^T|_ij q_j` where `|K K^T|_ij` is the
+    /// sum over offsets of the absolute cross-correlation of the kernels of channels `i` and
+    /// `j` (the conv version of the SLL certificate). Weight `[inner, channels, k, k]`.
+    SllConv {
+        weight: Tensor,
+        bias: Tensor,
+        q_log: Tensor,
+    },
+    /// Convex potential layer (CPL, Meunier et al. 2022), dense, 1-Lipschitz by construction:
+    /// `x - 2 / ||W||^2 W^T relu(W x + b)` with `||W||` the Gram-iteration *upper bound*
+    /// ([`gram_bound`], [`ONE_LIP_GRAM_ITERS`] iterations), never a power-iteration estimate.
+    Cpl {
+        weight: Tensor,
+        bias: Tensor,
+    },
+    /// Almost-orthogonal layer (AOL, Prach & Lampert 2022): `y = W D x + b`,
+    /// `D_ii = (sum_j |W^T W|_ij)^(-1/2)`; `||W D||_2 <= 1`. Weight `[out, in]`.
+    Aol {
+        weight: Tensor,
+        bias: Tensor,
+    },
+    /// Spectral-normalised linear layer: `y = W / g(W) x + b` with `g` the Gram-iteration upper
+    /// bound on `||W||_2`, so `||W / g(W)||_2 <= 1`. Weight `[out, in]`.
+    Spectral {
+        weight: Tensor,
+        bias: Tensor,
+    },
+}
+
+/// Gram iterations of the guaranteed spectral-norm bounds inside CPL and spectral-normalised
+/// layers. Any count gives an upper bound; 6 is within ~1e-3 of the true norm in practice.
+pub const ONE_LIP_GRAM_ITERS: u32 = 6;
+
+/// Frobenius norm of every matrix of a batch (`[.., 1, 1]`), scaled by the largest entry
+/// first so that squaring cannot overflow.
+fn frobenius(g: &Tensor) -> Tensor {
+    let a = g.abs();
+    let m = a
+        .amax([-2i64, -1].as_slice(), true)
+        .clamp_min(1e-30)
+        .detach();
+    (&a / &m)
+        .square()
+        .sum_dim_intlist([-2i64, -1].as_slice(), true, None::<Kind>)
+        .sqrt()
+        * m
+}
+
+/// Gram-iteration upper bound on the largest singular value of a matrix `[m, n]`, or of every
+/// matrix of a batch `[.., m, n]` (real or complex), after `iters` iterations (Delattre et
+/// al. 2023). With `G_0 = W`, `G_{t+1} = G_t^H G_t`: `sigma_1(W)^(2^t) = sigma_1(G_t) <=
+/// ||G_t||_F`, so `||G_t||_F^(1/2^t)` bounds `sigma_1(W)` from above at *every* `t` (t = 0 is the
+/// Frobenius norm) and converges super-linearly. Each step divides by the Frobenius norm and
+/// accumulates its logarithm, so nothing overflows. Differentiable (autograd) in `w`.
+/// Returns the batch shape (a scalar for one matrix).
+pub fn gram_bound(w: &Tensor, iters: u32) -> Tensor {
+    let size = w.size();
+    let nd = size.len();
+    assert!(nd >= 2, "gram_bound: expected a matrix, got shape {size:?}");
+    // The smaller Gram side: same non-zero singular values, cheaper products.
+    let mut g = if size[nd - 1] > size[nd - 2] {
+        w.mh()
+    } else {
+        w.shallow_clone()
+    };
+    let mut log_scale: Option<Tensor> = None;
+    for _ in 0..iters {
+        let f = frobenius(&g).clamp_min(1e-30);
+        g = &g / &f;
+        g = g.mh().matmul(&g);
+        let l = f.log();
+        log_scale = Some(match log_scale {
+            None => l * 2.0,
+            Some(s) => (s + l) * 2.0,
+        });
+    }
+    let last = frobenius(&g).clamp_min(1e-30).log();
+    let total = match log_scale {
+        None => last,
+        Some(s) => s + last,
+    };
+    (total / 2f64.powi(iters as i32))
+        .exp()
+        .squeeze_dim(-1)
+        .squeeze_dim(-1)
+}
+
+/// The column scaling of AOL: `d_j = (sum_i |W^T W|_ij)^(-1/2)` for weight `[out, in]`.
+pub fn aol_scale(weight: &Tensor) -> Tensor {
+    let wtw = weight.tr().matmul(weight).abs();
+    (wtw.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>) + 1e-12).rsqrt()
+}
+
+/// The conv SLL multipliers: `t_i = q_i / sum_j M_ij q_j` with
+/// `M_ij = sum_offsets |(K_i * K_j)(offset)|` for a kernel `[inner, channels, k, k]`.
+pub fn sll_conv_t(weight: &Tensor, q_log: &Tensor) -> Tensor {
+    let k = weight.size()[2];
+    let kk = weight
+        .conv2d(weight, None::<Tensor>, [1, 1], [k - 1, k - 1], [1, 1], 1)
+        .abs()
+        .sum_dim_intlist([2i64, 3].as_slice(), false, None::<Kind>);
+    let q = q_log.exp();
+    &q / (kk.matmul(&q) + 1e-12)
+}
+
+/// The SLL multipliers `t_i = q_i / sum_j |W W^T|_ij q_j`.
+pub fn sll_t(weight: &Tensor, q_log: &Tensor) -> Tensor {
+    let q = q_log.exp();
+    let wwt = weight.matmul(&weight.tr()).abs();
+    &q / (wwt.matmul(&q) + 1e-12)
 }
 
 impl Layer {
@@ -50,6 +170,94 @@ impl Layer {
             Layer::Relu => "relu",
             Layer::Flatten => "flatten",
             Layer::Normalize { .. } => "normalize",
+            Layer::Sll { .. } => "sll",
+            Layer::SllConv { .. } => "sll-conv",
+            Layer::Cpl { .. } => "cpl",
+            Layer::Aol { .. } => "aol",
+            Layer::Spectral { .. } => "spectral",
+        }
+    }
+
+    /// Whether the layer is one of the 1-Lipschitz-by-construction layers (SLL, CPL, AOL,
+    /// spectral-normalised), which the IBP/CROWN bound code does not handle.
+    pub fn is_one_lipschitz(&self) -> bool {
+        matches!(
+            self,
+            Layer::Sll { .. }
+                | Layer::SllConv { .. }
+                | Layer::Cpl { .. }
+                | Layer::Aol { .. }
+                | Layer::Spectral { .. }
+        )
+    }
+
+    /// The weight the layer applies, for affine layers with a weight matrix or kernel
+    /// (Linear, Conv2d, and the reparametrised AOL and spectral layers); differentiable.
+    pub fn effective_weight(&self) -> Option<Tensor> {
+        match self {
+            Layer::Linear { weight, .. } | Layer::Conv2d { weight, .. } => {
+                Some(weight.shallow_clone())
+            }
+            Layer::Aol { weight, .. } => Some(weight * aol_scale(weight).unsqueeze(0)),
+            Layer::Spectral { weight, .. } => Some(weight / gram_bound(weight, ONE_LIP_GRAM_ITERS)),
+            _ => None,
+        }
+    }
+
+    /// The same layer with every tensor mapped by `f` (e.g. a detached double-precision copy).
+    pub fn map_tensors(&self, f: &dyn Fn(&Tensor) -> Tensor) -> Layer {
+        match self {
+            Layer::Linear { weight, bias } => Layer::Linear {
+                weight: f(weight),
+                bias: f(bias),
+            },
+            Layer::Conv2d {
+                weight,
+                bias,
+                stride,
+                padding,
+            } => Layer::Conv2d {
+                weight: f(weight),
+                bias: f(bias),
+                stride: *stride,
+                padding: *padding,
+            },
+            Layer::Relu => Layer::Relu,
+            Layer::Flatten => Layer::Flatten,
+            Layer::Normalize { mean, std } => Layer::Normalize {
+                mean: f(mean),
+                std: f(std),
+            },
+            Layer::Sll {
+                weight,
+                bias,
+                q_log,
+            } => Layer::Sll {
+                weight: f(weight),
+                bias: f(bias),
+                q_log: f(q_log),
+            },
+            Layer::SllConv {
+                weight,
+                bias,
+                q_log,
+            } => Layer::SllConv {
+                weight: f(weight),
+                bias: f(bias),
+                q_log: f(q_log),
+            },
+            Layer::Cpl { weight, bias } => Layer::Cpl {
+                weight: f(weight),
+                bias: f(bias),
+            },
+            Layer::Aol { weight, bias } => Layer::Aol {
+                weight: f(weight),
+                bias: f(bias),
+            },
+            Layer::Spectral { weight, bias } => Layer::Spectral {
+                weight: f(weight),
+                bias: f(bias),
+            },
         }
     }
 
@@ -66,6 +274,42 @@ impl Layer {
             Layer::Relu => x.relu(),
             Layer::Flatten => x.flatten(1, -1),
             Layer::Normalize { mean, std } => (x - mean) / std,
+            Layer::Sll {
+                weight,
+                bias,
+                q_log,
+            } => {
+                let t = sll_t(weight, q_log);
+                let r = x.linear(weight, Some(bias)).relu() * t;
+                x - r.matmul(weight) * 2.0
+            }
+            Layer::SllConv {
+                weight,
+                bias,
+                q_log,
+            } => {
+                let p = weight.size()[2] / 2;
+                let t = sll_conv_t(weight, q_log).reshape([1, -1, 1, 1]);
+                let r = x
+                    .conv2d(weight, Some(bias), [1, 1], [p, p], [1, 1], 1)
+                    .relu()
+                    * t;
+                let back =
+                    r.conv_transpose2d(weight, None::<Tensor>, [1, 1], [p, p], [0, 0], 1, [1, 1]);
+                x - back * 2.0
+            }
+            Layer::Cpl { weight, bias } => {
+                let norm = gram_bound(weight, ONE_LIP_GRAM_ITERS);
+                let r = x.linear(weight, Some(bias)).relu();
+                x - r.matmul(weight) * (2.0 / norm.square())
+            }
+            Layer::Aol { weight, bias } => {
+                x.linear(&(weight * aol_scale(weight).unsqueeze(0)), Some(bias))
+            }
+            Layer::Spectral { weight, bias } => x.linear(
+                &(weight / gram_bound(weight, ONE_LIP_GRAM_ITERS)),
+                Some(bias),
+            ),
         }
     }
 
@@ -73,7 +317,12 @@ impl Layer {
     pub fn is_affine(&self) -> bool {
         matches!(
             self,
-            Layer::Linear { .. } | Layer::Conv2d { .. } | Layer::Flatten | Layer::Normalize { .. }
+            Layer::Linear { .. }
+                | Layer::Conv2d { .. }
+                | Layer::Flatten
+                | Layer::Normalize { .. }
+                | Layer::Aol { .. }
+                | Layer::Spectral { .. }
         )
     }
 }
@@ -97,6 +346,24 @@ pub enum LayerSpec {
     Normalize {
         mean: Vec<f64>,
         std: Vec<f64>,
+    },
+    /// SLL block on `features` inputs with `inner` hidden units.
+    Sll {
+        features: i64,
+        inner: i64,
+    },
+    /// CPL block on `features` inputs with `inner` hidden units.
+    Cpl {
+        features: i64,
+        inner: i64,
+    },
+    Aol {
+        in_features: i64,
+        out_features: i64,
+    },
+    Spectral {
+        in_features: i64,
+        out_features: i64,
     },
 }
 
@@ -130,11 +397,65 @@ pub fn architecture(
                 out_features: num_classes,
             });
         }
-        Arch::Sll | Arch::Cpl | Arch::Aol | Arch::Spectral => {
-            return Err(ModelError::Shape(format!(
-                "architecture `{}` is not built yet",
-                cfg.arch.name()
-            )));
+        Arch::Sll | Arch::Cpl => {
+            // A spectral-normalised projection to width hidden[0], one residual block per
+            // `hidden` entry (inner width that entry), a spectral-normalised last layer.
+            let Some(&width) = cfg.hidden.first() else {
+                return Err(ModelError::Shape(format!(
+                    "`{}` needs at least one hidden width",
+                    cfg.arch.name()
+                )));
+            };
+            let d: i64 = input_shape.iter().product();
+            if input_shape.len() > 1 {
+                specs.push(LayerSpec::Flatten);
+            }
+            specs.push(LayerSpec::Spectral {
+                in_features: d,
+                out_features: width,
+            });
+            for &h in &cfg.hidden {
+                specs.push(if cfg.arch == Arch::Sll {
+                    LayerSpec::Sll {
+                        features: width,
+                        inner: h,
+                    }
+                } else {
+                    LayerSpec::Cpl {
+                        features: width,
+                        inner: h,
+                    }
+                });
+            }
+            specs.push(LayerSpec::Spectral {
+                in_features: width,
+                out_features: num_classes,
+            });
+        }
+        Arch::Aol | Arch::Spectral => {
+            let mut width: i64 = input_shape.iter().product();
+            if input_shape.len() > 1 {
+                specs.push(LayerSpec::Flatten);
+            }
+            let layer = |i: i64, o: i64| {
+                if cfg.arch == Arch::Aol {
+                    LayerSpec::Aol {
+                        in_features: i,
+                        out_features: o,
+                    }
+                } else {
+                    LayerSpec::Spectral {
+                        in_features: i,
+                        out_features: o,
+                    }
+                }
+            };
+            for &h in &cfg.hidden {
+                specs.push(layer(width, h));
+                specs.push(LayerSpec::Relu);
+                width = h;
+            }
+            specs.push(layer(width, num_classes));
         }
         Arch::SmallConv | Arch::LargeConv => {
             let [c, h, w] = input_shape else {
@@ -263,6 +584,38 @@ impl Network {
                             padding: *padding,
                         }
                     }
+                    LayerSpec::Sll { features, inner } | LayerSpec::Cpl { features, inner } => {
+                        let bound = 1.0 / (*features as f64).sqrt();
+                        let weight = p.uniform("weight", &[*inner, *features], -bound, bound);
+                        let bias = p.uniform("bias", &[*inner], -bound, bound);
+                        if matches!(spec, LayerSpec::Sll { .. }) {
+                            Layer::Sll {
+                                weight,
+                                bias,
+                                q_log: p.zeros("q", &[*inner]),
+                            }
+                        } else {
+                            Layer::Cpl { weight, bias }
+                        }
+                    }
+                    LayerSpec::Aol {
+                        in_features,
+                        out_features,
+                    }
+                    | LayerSpec::Spectral {
+                        in_features,
+                        out_features,
+                    } => {
+                        let bound = 1.0 / (*in_features as f64).sqrt();
+                        let weight =
+                            p.uniform("weight", &[*out_features, *in_features], -bound, bound);
+                        let bias = p.uniform("bias", &[*out_features], -bound, bound);
+                        if matches!(spec, LayerSpec::Aol { .. }) {
+                            Layer::Aol { weight, bias }
+                        } else {
+                            Layer::Spectral { weight, bias }
+                        }
+                    }
                     LayerSpec::Relu => Layer::Relu,
                     LayerSpec::Flatten => Layer::Flatten,
                     LayerSpec::Normalize { mean, std } => {
@@ -319,9 +672,27 @@ impl Network {
         self.layers
             .iter()
             .flat_map(|l| match l {
-                Layer::Linear { weight, bias } | Layer::Conv2d { weight, bias, .. } => {
+                Layer::Linear { weight, bias }
+                | Layer::Conv2d { weight, bias, .. }
+                | Layer::Cpl { weight, bias }
+                | Layer::Aol { weight, bias }
+                | Layer::Spectral { weight, bias } => {
                     vec![weight.shallow_clone(), bias.shallow_clone()]
                 }
+                Layer::Sll {
+                    weight,
+                    bias,
+                    q_log,
+                }
+                | Layer::SllConv {
+                    weight,
+                    bias,
+                    q_log,
+                } => vec![
+                    weight.shallow_clone(),
+                    bias.shallow_clone(),
+                    q_log.shallow_clone(),
+                ],
                 _ => vec![],
             })
             .collect()
@@ -375,6 +746,16 @@ impl Network {
                 LayerSpec::Relu => "ReLU".into(),
                 LayerSpec::Flatten => "Flatten".into(),
                 LayerSpec::Normalize { .. } => "Normalize".into(),
+                LayerSpec::Sll { features, inner } => format!("SLL({features}, inner {inner})"),
+                LayerSpec::Cpl { features, inner } => format!("CPL({features}, inner {inner})"),
+                LayerSpec::Aol {
+                    in_features,
+                    out_features,
+                } => format!("AOL({in_features}->{out_features})"),
+                LayerSpec::Spectral {
+                    in_features,
+                    out_features,
+                } => format!("Spectral({in_features}->{out_features})"),
             })
             .collect::<Vec<_>>()
             .join(" > ")

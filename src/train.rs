@@ -5,6 +5,7 @@ use crate::bounds::{self, Ball};
 use crate::config::{DeviceChoice, ExperimentConfig, LrSchedule, Method, OptimizerKind, Ramp};
 use crate::data::{self, Dataset};
 use crate::eval;
+use crate::lipschitz;
 use crate::metrics::{DecisionMap, EvalRecord};
 use crate::model::Network;
 use crate::run::RunWriter;
@@ -81,6 +82,8 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error("CUDA was requested (device = \"cuda\") but is not available on this machine")]
     NoCuda,
+    #[error("Lipschitz: {0}")]
+    Lipschitz(String),
 }
 
 /// What the training loop listens to: commands from the UI and a cancel flag (Ctrl-C).
@@ -270,13 +273,29 @@ pub fn method_loss(
                 None => (loss, logits),
             }
         }
-        // Placeholder until the Lipschitz issue lands: refused by `train::prepare`.
+        // Seed 000 / 002: cross-entropy plus lip_weight times a differentiable Lipschitz bound
+        // (the enforced version rescales after the optimiser step, in `train`).
         Method::Lipschitz => {
             let logits = net.forward(x);
-            (ce(&logits), logits)
+            let loss = ce(&logits);
+            if tc.lip_weight > 0.0 {
+                let shapes = lipschitz::layer_input_shapes(net);
+                let bound = lipschitz::training_bound(net, &shapes, tc.lip_bound);
+                (loss + bound * tc.lip_weight, logits)
+            } else {
+                (loss, logits)
+            }
         }
     }
 }
+
+/// Gram iterations of the guaranteed bound that the enforced training keeps below
+/// `lip_target` and that is logged every epoch.
+pub const ENFORCE_GRAM_ITERS: u32 = 6;
+
+/// Gram iterations of the body bound in the l_2 Lipschitz certificate (double precision; more
+/// iterations, a tighter certificate).
+pub const CERT_GRAM_ITERS: u32 = 10;
 
 /// How many points of the robust subset the tightness statistics use.
 pub const GAP_POINTS: i64 = 200;
@@ -324,12 +343,6 @@ pub struct Prepared {
 }
 
 pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, TrainError> {
-    if cfg.train.method == Method::Lipschitz {
-        return Err(crate::model::ModelError::Shape(
-            "training method `lipschitz` is not built yet".into(),
-        )
-        .into());
-    }
     tch::manual_seed(cfg.seed as i64);
     let mut data = data::load(&cfg.dataset, cfg.seed)?;
     let stats = cfg.model.normalize.then(|| data.channel_stats());
@@ -400,6 +413,30 @@ pub fn train(
         robust_x = data.test_x.narrow(0, 0, n);
         robust_y = data.test_y.narrow(0, 0, n);
     }
+    let lip_shapes = lipschitz::layer_input_shapes(net);
+    let enforce = cfg.train.method == Method::Lipschitz && cfg.train.lip_target > 0.0;
+    let lip_estimators = lipschitz::Estimator::parse_list(&cfg.eval.lipschitz)
+        .map_err(|e| TrainError::Lipschitz(e.to_string()))?;
+    // The l_2 Lipschitz certificate: for 1-Lipschitz networks, Lipschitz training, and whenever
+    // Lipschitz estimates are asked for (so a standard run can be compared).
+    let lip_certificate = cfg.model.arch.is_one_lipschitz()
+        || cfg.train.method == Method::Lipschitz
+        || !cfg.eval.lipschitz.is_empty();
+    if enforce {
+        // The bound holds from the first step on.
+        let b =
+            lipschitz::enforce_bound(net, &lip_shapes, cfg.train.lip_target, ENFORCE_GRAM_ITERS)
+                .map_err(TrainError::Lipschitz)?;
+        log(
+            run,
+            emit,
+            Level::Info,
+            format!(
+                "Lipschitz bound enforced: {b:.6} <= lip_target {} (product of Gram bounds, {ENFORCE_GRAM_ITERS} iterations)",
+                cfg.train.lip_target
+            ),
+        );
+    }
     let mut step: u64 = 0;
     let mut best_score = f64::NEG_INFINITY;
     let mut last_progress = Instant::now() - Duration::from_secs(1);
@@ -410,6 +447,7 @@ pub fn train(
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let mut correct_sum = Tensor::zeros([], (Kind::Int64, device));
         let mut sched = schedule(cfg, (epoch - 1) as f64);
+        let mut epoch_bound_max = f64::NEG_INFINITY;
         for b in 0..steps_per_epoch as i64 {
             let len = batch.min(n_train - b * batch);
             let idx = perm.narrow(0, b * batch, len);
@@ -428,6 +466,16 @@ pub fn train(
                 });
             }
             opt.step();
+            if enforce {
+                let b = lipschitz::enforce_bound(
+                    net,
+                    &lip_shapes,
+                    cfg.train.lip_target,
+                    ENFORCE_GRAM_ITERS,
+                )
+                .map_err(TrainError::Lipschitz)?;
+                epoch_bound_max = epoch_bound_max.max(b);
+            }
             step += 1;
             let _ = tch::no_grad(|| {
                 loss_sum += loss.detach() * len as f64;
@@ -487,6 +535,64 @@ pub fn train(
             } else {
                 rec.more_eps.push(r);
             }
+        }
+        if lip_certificate {
+            // l_2 certificate from the Lipschitz bound: margin_ij / (L_body ||w_i - w_j||);
+            // an l_inf ball of radius eps lies in the l_2 ball of radius eps sqrt(d).
+            if let Some(parts) = lipschitz::certificate_parts(net, CERT_GRAM_ITERS) {
+                let d: i64 = data.input_shape.iter().product();
+                let radius =
+                    tch::no_grad(|| lipschitz::l2_radius(net, &parts, &robust_x, &robust_y));
+                let n = robust_y.size()[0].max(1) as f64;
+                for (i, spec) in specs.iter().enumerate() {
+                    let eps_l2 = match spec.norm {
+                        crate::config::Norm::L2 => spec.eps,
+                        crate::config::Norm::Linf => spec.eps * (d as f64).sqrt(),
+                    };
+                    let acc = radius.gt(eps_l2).sum(Kind::Int64).int64_value(&[]) as f64 / n;
+                    if i == 0 {
+                        rec.cert_acc.insert("lipschitz".into(), acc);
+                    } else if let Some(e) = rec.more_eps.get_mut(i - 1) {
+                        e.cert_acc.insert("lipschitz".into(), acc);
+                    }
+                }
+            }
+        }
+        if !lip_estimators.is_empty() {
+            let n = robust_x.size()[0].min(64);
+            match lipschitz::estimate(
+                net,
+                &lip_estimators,
+                Some(&robust_x.narrow(0, 0, n)),
+                &lipschitz::Settings::per_epoch(),
+            ) {
+                Ok(r) => rec.lipschitz = r.network,
+                Err(e) => log(run, emit, Level::Warn, format!("Lipschitz estimates: {e}")),
+            }
+        }
+        if cfg.train.method == Method::Lipschitz {
+            let bound = lipschitz::guaranteed_bound(net, &lip_shapes, ENFORCE_GRAM_ITERS);
+            rec.lipschitz.insert("train_bound".into(), bound);
+            if enforce && epoch_bound_max.is_finite() {
+                rec.lipschitz
+                    .insert("train_bound_max".into(), epoch_bound_max);
+            }
+            log(
+                run,
+                emit,
+                Level::Info,
+                format!(
+                    "epoch {epoch}: Lipschitz bound {bound:.6}{}",
+                    if enforce {
+                        format!(
+                            " (max after any step this epoch {epoch_bound_max:.6}, target {})",
+                            cfg.train.lip_target
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
         }
         if let (Some(method), Some(spec)) = (gap_method(cfg), specs.first()) {
             let ball = Ball {

@@ -1,0 +1,191 @@
+//! `certlab lipschitz` and Lipschitz training through the binary, on run folders made by
+//! `certlab run`.
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_certlab");
+
+fn run_preset(text: &str, dir: &Path) -> std::path::PathBuf {
+    let preset = dir.join("preset.toml");
+    std::fs::write(&preset, text).unwrap();
+    let run_dir = dir.join("run");
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg(&preset)
+        .args(["--device", "cpu", "--out"])
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    run_dir
+}
+
+fn certlab(args: &[&str], run_dir: &Path) -> Output {
+    Command::new(BIN)
+        .arg(args[0])
+        .arg(run_dir)
+        .args(&args[1..])
+        .output()
+        .expect("the certlab binary runs")
+}
+
+fn json_of(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+const MOONS_LIP: &str = r#"
+name = "moons-lip"
+[dataset]
+kind = "moons"
+toy_points = 300
+[model]
+arch = "mlp"
+hidden = [16, 16]
+[train]
+method = "lipschitz"
+epochs = 2
+batch_size = 32
+lip_weight = 0.05
+lip_target = 4.0
+[optimizer]
+lr = 0.01
+[eval]
+eps = [0.05]
+norm = "l2"
+pgd_steps = 10
+robust_subset = 200
+lipschitz = ["gram", "lipsdp", "empirical"]
+"#;
+
+#[test]
+fn lipschitz_json_on_a_lipschitz_trained_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = run_preset(MOONS_LIP, tmp.path());
+    // Per-epoch records: the estimators, the enforced bound, the l_2 certificate.
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let recs: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        let lip = &r["lipschitz"];
+        for k in [
+            "gram",
+            "lipsdp",
+            "empirical",
+            "train_bound",
+            "train_bound_max",
+        ] {
+            assert!(lip[k].as_f64().is_some(), "{k} missing: {r}");
+        }
+        assert!(lip["train_bound_max"].as_f64().unwrap() <= 4.0, "{r}");
+        assert!(lip["empirical"].as_f64().unwrap() <= lip["lipsdp"].as_f64().unwrap());
+        assert!(r["cert_acc"]["lipschitz"].as_f64().is_some(), "{r}");
+    }
+
+    let v = json_of(&certlab(&["lipschitz", "--json"], &run_dir));
+    let layers = v["layers"].as_array().unwrap();
+    let idx: Vec<i64> = layers
+        .iter()
+        .map(|l| l["index"].as_i64().unwrap())
+        .collect();
+    assert_eq!(idx, vec![0, 2, 4]);
+    for l in layers {
+        assert_eq!(l["kind"], "linear");
+        let (p, e, g) = (
+            l["power"].as_f64().unwrap(),
+            l["exact"].as_f64().unwrap(),
+            l["gram"].as_f64().unwrap(),
+        );
+        assert!(p <= e * (1.0 + 1e-9) && e <= g * (1.0 + 1e-9), "{l}");
+    }
+    let net = &v["network"];
+    let get = |k: &str| {
+        net[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("network.{k}: {v}"))
+    };
+    for k in ["power", "gram", "exact", "product", "lipsdp", "empirical"] {
+        assert!(v["seconds"][k].as_f64().unwrap() >= 0.0, "seconds.{k}");
+    }
+    assert!(get("empirical") <= get("lipsdp"));
+    assert!(get("lipsdp") <= get("product") * (1.0 + 1e-9));
+    assert!(get("product") <= get("gram") * (1.0 + 1e-9));
+    assert!(
+        get("gram") <= 4.0,
+        "the enforced bound holds for the saved model: {net}"
+    );
+
+    // A subset, as a table.
+    let out = certlab(&["lipschitz", "--methods", "exact,empirical"], &run_dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("exact") && text.contains("empirical"),
+        "{text}"
+    );
+    assert!(!text.contains("lipsdp"), "{text}");
+
+    let bad = certlab(&["lipschitz", "--methods", "gram,magic"], &run_dir);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("`magic`") && err.contains("empirical"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_lipschitz_run_is_certified_by_its_margins_and_refused_by_ibp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let preset = MOONS_LIP
+        .replace("arch = \"mlp\"", "arch = \"sll\"")
+        .replace("method = \"lipschitz\"", "method = \"standard\"")
+        .replace("lip_weight = 0.05\nlip_target = 4.0\n", "")
+        .replace(
+            "\"gram\", \"lipsdp\", \"empirical\"",
+            "\"gram\", \"empirical\"",
+        );
+    let run_dir = run_preset(&preset, tmp.path());
+    let v = json_of(&certlab(
+        &["lipschitz", "--json", "--methods", "gram,exact,empirical"],
+        &run_dir,
+    ));
+    let kinds: Vec<&str> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["spectral", "sll", "sll", "spectral"]);
+    assert!(v["network"]["gram"].as_f64().unwrap() <= 1.0 + 1e-5, "{v}");
+    assert!(
+        v["network"]["empirical"].as_f64().unwrap() <= 1.0 + 1e-5,
+        "{v}"
+    );
+    let bad = certlab(&["lipschitz", "--methods", "lipsdp"], &run_dir);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("sll"));
+    let out = certlab(
+        &["eval", "--eps", "0.05", "--methods", "clean,ibp"],
+        &run_dir,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("1-Lipschitz") && err.contains("spectral"),
+        "{err}"
+    );
+}

@@ -232,7 +232,10 @@ fn log_tick(m: GridMark, _range: &RangeInclusive<f64>) -> String {
     if (v - v.round()).abs() < 1e-9 {
         format!("1e{}", v.round() as i64)
     } else {
-        short_number(10f64.powf(v))
+        // Between decades: three significant digits.
+        let x = 10f64.powf(v);
+        let digits = (2 - x.abs().log10().floor() as i32).max(0) as usize;
+        format!("{x:.digits$}")
     }
 }
 
@@ -308,5 +311,9 @@ mod tests {
         assert_eq!(short_number(0.25), "0.25");
         assert_eq!(short_number(123456.0), "1.235e5");
         assert_eq!(log_tick(GridMark { value: -3.0, step_size: 1.0 }, &(0.0..=1.0)), "1e-3");
+        let tick = |v: f64| log_tick(GridMark { value: v, step_size: 0.1 }, &(0.0..=1.0));
+        assert_eq!(tick(0.8), "6.31");
+        assert_eq!(tick(1.5), "31.6");
+        assert_eq!(tick(-1.5), "0.0316");
     }
 }

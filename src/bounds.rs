@@ -1483,7 +1483,10 @@ mod tests {
             let y = Tensor::randint(3, [200], (Kind::Int64, Device::Cpu));
             for eps in [0.2, 0.5, 1.0] {
                 for relax in [Relaxation::Crown, Relaxation::Fastlin] {
-                    let ball = Ball { eps, norm: Norm::L2 };
+                    let ball = Ball {
+                        eps,
+                        norm: Norm::L2,
+                    };
                     let relaxed = Relaxed {
                         relax,
                         inter: Intermediate::Exact,
@@ -1491,7 +1494,10 @@ mod tests {
                     let t = tightness(&net, &x, &y, ball, relaxed);
                     let gaps = &t.margin_at_optimum - &t.margin_lower;
                     let worst = gaps.min().double_value(&[]);
-                    assert!(worst >= -1e-10, "{relax:?} eps {eps} seed {seed}: p_t < m_t by {worst:e}");
+                    assert!(
+                        worst >= -1e-10,
+                        "{relax:?} eps {eps} seed {seed}: p_t < m_t by {worst:e}"
+                    );
                     assert!(t.r1.min().double_value(&[]) >= -1e-10, "r1 < 0");
                     checked += 1;
                 }

@@ -209,7 +209,16 @@ pub fn main_with(cli: Cli) -> Result<i32> {
             shots,
             shot_after,
             overlay_all,
-        }) => gui_cmd(preset, open, runs_dir, &size, start, &shots, shot_after, overlay_all),
+        }) => gui_cmd(
+            preset,
+            open,
+            runs_dir,
+            &size,
+            start,
+            &shots,
+            shot_after,
+            overlay_all,
+        ),
         Some(Cmd::Run {
             preset,
             out,

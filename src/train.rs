@@ -491,7 +491,12 @@ pub fn train(
                 });
             }
             if control.should_stop(emit) {
-                return stopped(run, emit, net, format!("stopped at epoch {epoch}, step {step}"));
+                return stopped(
+                    run,
+                    emit,
+                    net,
+                    format!("stopped at epoch {epoch}, step {step}"),
+                );
             }
         }
         emit(Event::Progress {

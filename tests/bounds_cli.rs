@@ -82,7 +82,10 @@ fn certified_training_writes_every_bound_and_the_gap_statistics() {
         }
         assert!(pgd <= 1.0 && clean <= 1.0);
         let subset_clean = r["subset_clean_acc"].as_f64().unwrap();
-        assert!(pgd <= subset_clean + 1e-12, "PGD above clean on the same points: {r}");
+        assert!(
+            pgd <= subset_clean + 1e-12,
+            "PGD above clean on the same points: {r}"
+        );
         let g = &r["gap"];
         assert_eq!(
             g["method"], "crown-ibp",

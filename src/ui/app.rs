@@ -30,7 +30,13 @@ pub enum Tab {
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [Tab::Overview, Tab::Tightness, Tab::Lipschitz, Tab::Decision, Tab::Runs];
+    pub const ALL: [Tab; 5] = [
+        Tab::Overview,
+        Tab::Tightness,
+        Tab::Lipschitz,
+        Tab::Decision,
+        Tab::Runs,
+    ];
     pub fn title(self) -> &'static str {
         match self {
             Tab::Overview => "Accuracy & loss",
@@ -158,7 +164,10 @@ pub struct App {
     spawner: Spawner,
     actions: Vec<Action>,
     shot: Option<PendingShot>,
-    shot_tx_rx: (Sender<Arc<egui::ColorImage>>, Receiver<Arc<egui::ColorImage>>),
+    shot_tx_rx: (
+        Sender<Arc<egui::ColorImage>>,
+        Receiver<Arc<egui::ColorImage>>,
+    ),
     pub autopilot: Option<Autopilot>,
     next_color: usize,
 }
@@ -308,7 +317,11 @@ impl App {
     pub fn open_run(&mut self, dir: &Path) {
         match run::load_run(dir) {
             Ok(data) => {
-                if let Some(existing) = self.library.iter_mut().find(|r| r.dir.as_deref() == Some(dir)) {
+                if let Some(existing) = self
+                    .library
+                    .iter_mut()
+                    .find(|r| r.dir.as_deref() == Some(dir))
+                {
                     existing.visible = true;
                     return;
                 }
@@ -338,7 +351,11 @@ impl App {
                     if self.live.as_ref().and_then(|l| l.run_dir()) == Some(data.dir.as_path()) {
                         continue;
                     }
-                    if let Some(i) = self.library.iter().position(|s| s.dir.as_ref() == Some(&data.dir)) {
+                    if let Some(i) = self
+                        .library
+                        .iter()
+                        .position(|s| s.dir.as_ref() == Some(&data.dir))
+                    {
                         let (visible, color) = (self.library[i].visible, self.library[i].color);
                         let mut s = RunSeries::from_run(&data, color);
                         s.visible = visible;
@@ -385,7 +402,10 @@ impl App {
 
     /// Every run the app knows: the live one first, then the library.
     pub fn all_runs(&self) -> impl Iterator<Item = &RunSeries> {
-        self.live.iter().map(|l| &l.series).chain(self.library.iter())
+        self.live
+            .iter()
+            .map(|l| &l.series)
+            .chain(self.library.iter())
     }
 
     /// The runs drawn on the plots.
@@ -451,27 +471,43 @@ impl App {
                     Err(TryRecvError::Disconnected) => {
                         let msg = "the trainer thread ended without reporting how (it crashed); the run folder keeps what was written".to_string();
                         logs.push((Level::Error, msg.clone()));
-                        notice = Some(Notice { level: Level::Error, text: msg.clone() });
+                        notice = Some(Notice {
+                            level: Level::Error,
+                            text: msg.clone(),
+                        });
                         live.finished = Some(Outcome::Failed(msg));
                         live.series.outcome = Some("failed".into());
                         break;
                     }
                 };
                 match event {
-                    Event::Started { run_dir, device, model, total_epochs, .. } => {
-                        live.series.name = run_dir
-                            .file_name()
-                            .map_or_else(|| run_dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+                    Event::Started {
+                        run_dir,
+                        device,
+                        model,
+                        total_epochs,
+                        ..
+                    } => {
+                        live.series.name = run_dir.file_name().map_or_else(
+                            || run_dir.display().to_string(),
+                            |n| n.to_string_lossy().into_owned(),
+                        );
                         live.series.dir = Some(run_dir);
                         live.device = device;
                         live.model = model;
                         live.total_epochs = total_epochs;
                     }
-                    Event::Progress { epoch, epoch_fraction, step, loss } => {
+                    Event::Progress {
+                        epoch,
+                        epoch_fraction,
+                        step,
+                        loss,
+                    } => {
                         live.epoch = epoch;
                         live.epoch_fraction = epoch_fraction;
                         live.step = step;
-                        live.series.push_batch_loss(epoch as f64 - 1.0 + epoch_fraction as f64, loss);
+                        live.series
+                            .push_batch_loss(epoch as f64 - 1.0 + epoch_fraction as f64, loss);
                     }
                     Event::Metrics(rec) => live.series.push(rec),
                     Event::Decision(map) => live.decision = Some(map),
@@ -483,18 +519,32 @@ impl App {
                             .map(|d| format!(" (run folder {})", d.display()))
                             .unwrap_or_default();
                         let (name, n) = match &outcome {
-                            Outcome::Completed => ("completed", Notice {
-                                level: Level::Info,
-                                text: format!("run completed in {:.1} s{folder}", live.started.elapsed().as_secs_f64()),
-                            }),
-                            Outcome::Cancelled => ("cancelled", Notice {
-                                level: Level::Warn,
-                                text: format!("run stopped; metrics and model so far are kept{folder}"),
-                            }),
-                            Outcome::Failed(e) => ("failed", Notice {
-                                level: Level::Error,
-                                text: format!("run failed: {e}{folder}"),
-                            }),
+                            Outcome::Completed => (
+                                "completed",
+                                Notice {
+                                    level: Level::Info,
+                                    text: format!(
+                                        "run completed in {:.1} s{folder}",
+                                        live.started.elapsed().as_secs_f64()
+                                    ),
+                                },
+                            ),
+                            Outcome::Cancelled => (
+                                "cancelled",
+                                Notice {
+                                    level: Level::Warn,
+                                    text: format!(
+                                        "run stopped; metrics and model so far are kept{folder}"
+                                    ),
+                                },
+                            ),
+                            Outcome::Failed(e) => (
+                                "failed",
+                                Notice {
+                                    level: Level::Error,
+                                    text: format!("run failed: {e}{folder}"),
+                                },
+                            ),
                         };
                         live.series.outcome = Some(name.into());
                         live.finished = Some(outcome);
@@ -699,11 +749,15 @@ impl App {
                 egui::ScrollArea::vertical().show(ui, |ui| {
                     ui.add_space(4.0);
                     if running {
-                        ui.label(RichText::new("The experiment is locked while it runs.").italics());
+                        ui.label(
+                            RichText::new("The experiment is locked while it runs.").italics(),
+                        );
                     }
                     for a in self.designer.ui(ui, &problems, running) {
                         match a {
-                            DesignerAction::PickDatasetFolder => self.actions.push(Action::PickDatasetFolder),
+                            DesignerAction::PickDatasetFolder => {
+                                self.actions.push(Action::PickDatasetFolder)
+                            }
                         }
                     }
                 });
@@ -738,19 +792,35 @@ impl App {
         let runs = self.visible_runs();
         ui.horizontal_wrapped(|ui| {
             if runs.is_empty() {
-                ui.label(RichText::new("No run shown: press Start, or tick runs in the Runs tab.").italics());
+                ui.label(
+                    RichText::new("No run shown: press Start, or tick runs in the Runs tab.")
+                        .italics(),
+                );
                 return;
             }
             ui.label("Showing:");
             for r in &runs {
-                let live = self.live.as_ref().is_some_and(|l| std::ptr::eq(&l.series, *r));
-                let text = if live { format!("{} (live)", r.name) } else { r.name.clone() };
+                let live = self
+                    .live
+                    .as_ref()
+                    .is_some_and(|l| std::ptr::eq(&l.series, *r));
+                let text = if live {
+                    format!("{} (live)", r.name)
+                } else {
+                    r.name.clone()
+                };
                 ui.label(RichText::new(text).color(r.color));
             }
         });
     }
 
-    fn toolbar_ui(&mut self, ui: &mut Ui, cfg: &ExperimentConfig, problems: &[FieldError], running: bool) {
+    fn toolbar_ui(
+        &mut self,
+        ui: &mut Ui,
+        cfg: &ExperimentConfig,
+        problems: &[FieldError],
+        running: bool,
+    ) {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("Experiment", |ui| {
                 if ui.button("Default experiment").clicked() {
@@ -765,7 +835,10 @@ impl App {
                 ui.separator();
                 ui.label(RichText::new("Bundled presets").small());
                 for p in bundled_presets() {
-                    let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = p
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     if ui.button(name).clicked() {
                         self.actions.push(Action::LoadPreset(p));
                     }
@@ -792,20 +865,32 @@ impl App {
         ui.horizontal(|ui| {
             let can_start = !running && problems.is_empty();
             let start = ui
-                .add_enabled(can_start, egui::Button::new(RichText::new("▶ Start").strong()))
+                .add_enabled(
+                    can_start,
+                    egui::Button::new(RichText::new("▶ Start").strong()),
+                )
                 .on_hover_text("Train the experiment on the left in the background");
             if start.clicked() {
                 self.actions.push(Action::Start);
             }
             let paused = self.live.as_ref().is_some_and(|l| l.paused);
             if paused {
-                if ui.add_enabled(running, egui::Button::new("▶ Resume")).clicked() {
+                if ui
+                    .add_enabled(running, egui::Button::new("▶ Resume"))
+                    .clicked()
+                {
                     self.actions.push(Action::Send(Command::Resume));
                 }
-            } else if ui.add_enabled(running, egui::Button::new("⏸ Pause")).clicked() {
+            } else if ui
+                .add_enabled(running, egui::Button::new("⏸ Pause"))
+                .clicked()
+            {
                 self.actions.push(Action::Send(Command::Pause));
             }
-            if ui.add_enabled(running, egui::Button::new("⏹ Stop")).clicked() {
+            if ui
+                .add_enabled(running, egui::Button::new("⏹ Stop"))
+                .clicked()
+            {
                 self.actions.push(Action::Send(Command::Stop));
             }
             if let Some(p) = problems.first() {
@@ -829,7 +914,11 @@ impl App {
             };
             ui.horizontal(|ui| {
                 ui.label(RichText::new(&n.text).color(color));
-                if ui.small_button("✖").on_hover_text("Dismiss (Esc)").clicked() {
+                if ui
+                    .small_button("✖")
+                    .on_hover_text("Dismiss (Esc)")
+                    .clicked()
+                {
                     self.notice = None;
                 }
             });
@@ -845,7 +934,10 @@ impl App {
             Some(Outcome::Cancelled) => "stopped",
             Some(Outcome::Failed(_)) => "failed",
         };
-        ui.label(format!("{state} · epoch {}/{}", live.epoch, live.total_epochs));
+        ui.label(format!(
+            "{state} · epoch {}/{}",
+            live.epoch, live.total_epochs
+        ));
         ui.add(
             egui::ProgressBar::new(live.epoch_fraction)
                 .desired_width(110.0)
@@ -884,7 +976,13 @@ impl App {
     }
 
     /// A plot with a header line: its title and a button that saves it as PNG.
-    fn titled(&mut self, ui: &mut Ui, title: &str, file_stem: &str, body: impl FnOnce(&mut Ui, &App) -> egui::Response) {
+    fn titled(
+        &mut self,
+        ui: &mut Ui,
+        title: &str,
+        file_stem: &str,
+        body: impl FnOnce(&mut Ui, &App) -> egui::Response,
+    ) {
         let mut save = false;
         let app = &*self;
         // The scope holds title, key, plot and axes: what "Save PNG" writes.
@@ -894,7 +992,9 @@ impl App {
                 ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                     save = ui
                         .small_button("Save PNG")
-                        .on_hover_text(format!("Write this plot to <runs>/exports/{file_stem}-<time>.png"))
+                        .on_hover_text(format!(
+                            "Write this plot to <runs>/exports/{file_stem}-<time>.png"
+                        ))
                         .clicked();
                 });
             });
@@ -918,8 +1018,16 @@ impl App {
         let bounds = cert_methods(runs.iter().copied());
         drop(runs);
         if several && !bounds.is_empty() {
-            if !self.compare_bound.as_ref().is_some_and(|b| bounds.contains(b)) {
-                self.compare_bound = bounds.iter().find(|b| *b == "crown").or(bounds.first()).cloned();
+            if !self
+                .compare_bound
+                .as_ref()
+                .is_some_and(|b| bounds.contains(b))
+            {
+                self.compare_bound = bounds
+                    .iter()
+                    .find(|b| *b == "crown")
+                    .or(bounds.first())
+                    .cloned();
             }
             ui.horizontal(|ui| {
                 let l = ui.label("Certified accuracy of the overlaid runs by");
@@ -936,29 +1044,48 @@ impl App {
             });
         }
         let chosen = self.compare_bound.clone();
-        self.titled(ui, "Accuracy: clean vs PGD vs certified", "accuracy", |ui, app| {
-            let keep = |m: &Metric| match m {
-                Metric::Clean | Metric::Pgd => true,
-                Metric::SubsetClean => !several,
-                Metric::Cert(b) => !several || chosen.as_ref() == Some(b),
-                _ => false,
-            };
-            CurvePlot { id: "accuracy", y_label: "accuracy", y_axis: YAxis::Fraction, height: acc_h, keep: &keep }
+        self.titled(
+            ui,
+            "Accuracy: clean vs PGD vs certified",
+            "accuracy",
+            |ui, app| {
+                let keep = |m: &Metric| match m {
+                    Metric::Clean | Metric::Pgd => true,
+                    Metric::SubsetClean => !several,
+                    Metric::Cert(b) => !several || chosen.as_ref() == Some(b),
+                    _ => false,
+                };
+                CurvePlot {
+                    id: "accuracy",
+                    y_label: "accuracy",
+                    y_axis: YAxis::Fraction,
+                    height: acc_h,
+                    keep: &keep,
+                }
                 .ui(ui, &app.visible_runs())
-        });
+            },
+        );
         self.titled(ui, "Loss", "loss", |ui, app| {
             let keep = |m: &Metric| matches!(m, Metric::TrainLoss | Metric::BatchLoss);
             // (Batch losses exist for the live run only.)
-            CurvePlot { id: "loss", y_label: "loss", y_axis: YAxis::Linear, height: loss_h, keep: &keep }
-                .ui(ui, &app.visible_runs())
+            CurvePlot {
+                id: "loss",
+                y_label: "loss",
+                y_axis: YAxis::Linear,
+                height: loss_h,
+                keep: &keep,
+            }
+            .ui(ui, &app.visible_runs())
         });
     }
 
     fn tightness_ui(&mut self, ui: &mut Ui) {
         let runs = self.visible_runs();
-        let method = runs
-            .iter()
-            .find_map(|r| r.last().and_then(|x| x.gap.as_ref()).map(|g| g.method.clone()));
+        let method = runs.iter().find_map(|r| {
+            r.last()
+                .and_then(|x| x.gap.as_ref())
+                .map(|g| g.method.clone())
+        });
         let Some(method) = method else {
             ui.add_space(20.0);
             ui.label("No tightness statistics yet. They come with every evaluation of a run that trains with CROWN-IBP or Fast-Lin, or that certifies with a linear bound (crown-ibp, fastlin, crown under Evaluation → Certify with).");
@@ -966,31 +1093,73 @@ impl App {
         };
         drop(runs);
         ui.horizontal(|ui| {
-            ui.label(format!("Relaxation: {method}, on the robust subset at the first eval eps."));
+            ui.label(format!(
+                "Relaxation: {method}, on the robust subset at the first eval eps."
+            ));
             ui.checkbox(&mut self.log_scale, "log scale for r1, r2");
         });
         let h = ui.available_height();
         let row_h = ((h - 90.0) / 2.0).max(120.0);
-        let log = if self.log_scale { YAxis::Log } else { YAxis::Linear };
+        let log = if self.log_scale {
+            YAxis::Log
+        } else {
+            YAxis::Linear
+        };
         ui.columns(2, |cols| {
-            self.titled(&mut cols[0], "Unstable ReLUs per example, by layer", "unstable", |ui, app| {
-                let keep = |m: &Metric| matches!(m, Metric::Unstable(_));
-                CurvePlot { id: "unstable", y_label: "unstable neurons", y_axis: YAxis::Linear, height: row_h, keep: &keep }
+            self.titled(
+                &mut cols[0],
+                "Unstable ReLUs per example, by layer",
+                "unstable",
+                |ui, app| {
+                    let keep = |m: &Metric| matches!(m, Metric::Unstable(_));
+                    CurvePlot {
+                        id: "unstable",
+                        y_label: "unstable neurons",
+                        y_axis: YAxis::Linear,
+                        height: row_h,
+                        keep: &keep,
+                    }
                     .ui(ui, &app.visible_runs())
-            });
-            self.titled(&mut cols[1], "Tightness regularizers r1, r2 (mean)", "r1r2", |ui, app| {
-                let keep = |m: &Metric| matches!(m, Metric::R1 | Metric::R2);
-                CurvePlot { id: "r1r2", y_label: "r", y_axis: log, height: row_h, keep: &keep }
+                },
+            );
+            self.titled(
+                &mut cols[1],
+                "Tightness regularizers r1, r2 (mean)",
+                "r1r2",
+                |ui, app| {
+                    let keep = |m: &Metric| matches!(m, Metric::R1 | Metric::R2);
+                    CurvePlot {
+                        id: "r1r2",
+                        y_label: "r",
+                        y_axis: log,
+                        height: row_h,
+                        keep: &keep,
+                    }
                     .ui(ui, &app.visible_runs())
-            });
-            self.titled(&mut cols[0], "Exact bounds and the certified–PGD gap", "exact", |ui, app| {
-                let keep = |m: &Metric| matches!(m, Metric::FracExact | Metric::CertPgdGap);
-                CurvePlot { id: "exact", y_label: "fraction", y_axis: YAxis::Fraction, height: row_h, keep: &keep }
+                },
+            );
+            self.titled(
+                &mut cols[0],
+                "Exact bounds and the certified–PGD gap",
+                "exact",
+                |ui, app| {
+                    let keep = |m: &Metric| matches!(m, Metric::FracExact | Metric::CertPgdGap);
+                    CurvePlot {
+                        id: "exact",
+                        y_label: "fraction",
+                        y_axis: YAxis::Fraction,
+                        height: row_h,
+                        keep: &keep,
+                    }
                     .ui(ui, &app.visible_runs())
-            });
-            self.titled(&mut cols[1], "Histogram of p_t − m_t (last evaluation)", "gap-histogram", |ui, app| {
-                gap_histogram_ui(ui, &app.visible_runs(), row_h)
-            });
+                },
+            );
+            self.titled(
+                &mut cols[1],
+                "Histogram of p_t − m_t (last evaluation)",
+                "gap-histogram",
+                |ui, app| gap_histogram_ui(ui, &app.visible_runs(), row_h),
+            );
         });
     }
 
@@ -1006,12 +1175,27 @@ impl App {
         }
         ui.checkbox(&mut self.log_scale, "log scale");
         let h = ui.available_height() - 40.0;
-        let y = if self.log_scale { YAxis::Log } else { YAxis::Linear };
-        self.titled(ui, "Lipschitz constant of the network, by estimator", "lipschitz", |ui, app| {
-            let keep = |m: &Metric| matches!(m, Metric::Lipschitz(_));
-            CurvePlot { id: "lipschitz", y_label: "Lipschitz (ℓ2)", y_axis: y, height: h.max(150.0), keep: &keep }
+        let y = if self.log_scale {
+            YAxis::Log
+        } else {
+            YAxis::Linear
+        };
+        self.titled(
+            ui,
+            "Lipschitz constant of the network, by estimator",
+            "lipschitz",
+            |ui, app| {
+                let keep = |m: &Metric| matches!(m, Metric::Lipschitz(_));
+                CurvePlot {
+                    id: "lipschitz",
+                    y_label: "Lipschitz (ℓ2)",
+                    y_axis: y,
+                    height: h.max(150.0),
+                    keep: &keep,
+                }
                 .ui(ui, &app.visible_runs())
-        });
+            },
+        );
     }
 
     fn decision_ui(&mut self, ui: &mut Ui) {
@@ -1037,7 +1221,10 @@ impl App {
                 if map.norm_l2 { "ℓ2" } else { "ℓ∞" }
             ));
             for (s, n) in toy::status_counts(map) {
-                ui.label(RichText::new(format!("■ {} {n}", toy::status_label(s))).color(toy::status_color(s)));
+                ui.label(
+                    RichText::new(format!("■ {} {n}", toy::status_label(s)))
+                        .color(toy::status_color(s)),
+                );
             }
         });
         let h = ui.available_height() - 10.0;
@@ -1054,49 +1241,78 @@ impl App {
             if ui.button("Open run folder…").clicked() {
                 self.actions.push(Action::OpenRunDialog);
             }
-            if ui.button("Export CSV").on_hover_text("Write this table to <runs>/exports/").clicked() {
+            if ui
+                .button("Export CSV")
+                .on_hover_text("Write this table to <runs>/exports/")
+                .clicked()
+            {
                 self.actions.push(Action::ExportCsv);
             }
         });
-        ui.label(RichText::new("Tick runs to overlay them on every plot, each in its own colour.").small());
+        ui.label(
+            RichText::new("Tick runs to overlay them on every plot, each in its own colour.")
+                .small(),
+        );
         for e in &self.library_errors {
             ui.label(RichText::new(e).color(ERROR_COLOR).small());
         }
         ui.separator();
         let cert_keys = cert_methods(self.all_runs());
         egui::ScrollArea::both().show(ui, |ui| {
-            egui::Grid::new("runs-table").striped(true).num_columns(9 + cert_keys.len()).show(ui, |ui| {
-                for h in ["run (tick to overlay)", "data", "model", "method", "eps", "epochs", "status", "clean", "PGD"] {
-                    ui.label(RichText::new(h).strong());
-                }
-                for k in &cert_keys {
-                    ui.label(RichText::new(format!("cert {k}")).strong());
-                }
-                ui.end_row();
-                let live_len = self.live.iter().count();
-                let n = live_len + self.library.len();
-                for i in 0..n {
-                    let run = if i < live_len {
-                        match self.live.as_mut() {
-                            Some(l) => &mut l.series,
-                            None => continue,
-                        }
-                    } else {
-                        &mut self.library[i - live_len]
-                    };
-                    let name = RichText::new(run.name.clone()).color(run.color).strong();
-                    let folder = run.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default();
-                    ui.checkbox(&mut run.visible, name).on_hover_text(folder);
-                    let r = summary_row(run);
-                    for cell in &r.cells {
-                        ui.label(cell);
+            egui::Grid::new("runs-table")
+                .striped(true)
+                .num_columns(9 + cert_keys.len())
+                .show(ui, |ui| {
+                    for h in [
+                        "run (tick to overlay)",
+                        "data",
+                        "model",
+                        "method",
+                        "eps",
+                        "epochs",
+                        "status",
+                        "clean",
+                        "PGD",
+                    ] {
+                        ui.label(RichText::new(h).strong());
                     }
                     for k in &cert_keys {
-                        ui.label(r.cert.iter().find(|(m, _)| m == k).map_or("–".into(), |(_, v)| pct(*v)));
+                        ui.label(RichText::new(format!("cert {k}")).strong());
                     }
                     ui.end_row();
-                }
-            });
+                    let live_len = self.live.iter().count();
+                    let n = live_len + self.library.len();
+                    for i in 0..n {
+                        let run = if i < live_len {
+                            match self.live.as_mut() {
+                                Some(l) => &mut l.series,
+                                None => continue,
+                            }
+                        } else {
+                            &mut self.library[i - live_len]
+                        };
+                        let name = RichText::new(run.name.clone()).color(run.color).strong();
+                        let folder = run
+                            .dir
+                            .as_ref()
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_default();
+                        ui.checkbox(&mut run.visible, name).on_hover_text(folder);
+                        let r = summary_row(run);
+                        for cell in &r.cells {
+                            ui.label(cell);
+                        }
+                        for k in &cert_keys {
+                            ui.label(
+                                r.cert
+                                    .iter()
+                                    .find(|(m, _)| m == k)
+                                    .map_or("–".into(), |(_, v)| pct(*v)),
+                            );
+                        }
+                        ui.end_row();
+                    }
+                });
         });
     }
 }
@@ -1163,7 +1379,12 @@ pub fn summary_row(run: &RunSeries) -> SummaryRow {
         format!(
             "{} {}",
             c.model.arch.name(),
-            c.model.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("x")
+            c.model
+                .hidden
+                .iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
         )
     };
     let eps = if c.train.method.uses_eps() {
@@ -1227,10 +1448,22 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
         let last = r.last();
         let fields = [
             csv_field(&r.name),
-            csv_field(&r.dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()),
+            csv_field(
+                &r.dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            ),
             c.dataset.kind.name().into(),
             c.model.arch.name().into(),
-            csv_field(&c.model.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("x")),
+            csv_field(
+                &c.model
+                    .hidden
+                    .iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x"),
+            ),
             c.train.method.name().into(),
             c.train.eps.to_string(),
             c.train.norm.name().into(),
@@ -1280,7 +1513,9 @@ fn write_png(path: &Path, img: &egui::ColorImage) -> std::io::Result<()> {
     enc.set_depth(png::BitDepth::Eight);
     let mut writer = enc.write_header().map_err(std::io::Error::other)?;
     let bytes: Vec<u8> = img.pixels.iter().flat_map(|c| c.to_array()).collect();
-    writer.write_image_data(&bytes).map_err(std::io::Error::other)?;
+    writer
+        .write_image_data(&bytes)
+        .map_err(std::io::Error::other)?;
     writer.finish().map_err(std::io::Error::other)
 }
 
@@ -1317,8 +1552,17 @@ mod tests {
 
     #[test]
     fn csv_has_one_row_per_run_with_the_last_numbers() {
-        let mut a = RunSeries::new("a,1".into(), None, ExperimentConfig::default_experiment(), PALETTE[0]);
-        let mut rec = EvalRecord { epoch: 1, clean_acc: 0.5, ..EvalRecord::default() };
+        let mut a = RunSeries::new(
+            "a,1".into(),
+            None,
+            ExperimentConfig::default_experiment(),
+            PALETTE[0],
+        );
+        let mut rec = EvalRecord {
+            epoch: 1,
+            clean_acc: 0.5,
+            ..EvalRecord::default()
+        };
         a.push(rec.clone());
         rec.epoch = 2;
         rec.clean_acc = 0.75;
@@ -1326,7 +1570,12 @@ mod tests {
         rec.cert_acc.insert("ibp".into(), 0.25);
         a.push(rec);
         a.outcome = Some("completed".into());
-        let b = RunSeries::new("b".into(), None, ExperimentConfig::default_experiment(), PALETTE[1]);
+        let b = RunSeries::new(
+            "b".into(),
+            None,
+            ExperimentConfig::default_experiment(),
+            PALETTE[1],
+        );
         let csv = runs_csv(&[&a, &b]);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3, "{csv}");

@@ -27,10 +27,12 @@ pub fn synthetic_run(k: usize, epochs: u32) -> RunSeries {
             ..EvalRecord::default()
         };
         for (i, m) in ["ibp", "crown-ibp", "crown"].iter().enumerate() {
-            r.cert_acc.insert((*m).into(), 0.2 + 0.3 * t - 0.02 * i as f64);
+            r.cert_acc
+                .insert((*m).into(), 0.2 + 0.3 * t - 0.02 * i as f64);
         }
         for (i, m) in ["gram", "power", "product"].iter().enumerate() {
-            r.lipschitz.insert((*m).into(), 10f64.powf(3.0 - 2.0 * t) * (1.0 + i as f64));
+            r.lipschitz
+                .insert((*m).into(), 10f64.powf(3.0 - 2.0 * t) * (1.0 + i as f64));
         }
         r.gap = Some(GapStats {
             method: "crown".into(),
@@ -58,8 +60,13 @@ pub fn bench_ui_cmd(frames: u32) {
         app.library.push(synthetic_run(k, 500));
     }
     let ctx = egui::Context::default();
-    println!("UI frame CPU time, 5 overlaid runs x 500 epochs, 1400x900 points, {frames} frames per tab");
-    println!("{:<18} {:>9} {:>9} {:>9}", "tab", "mean ms", "median", "p95");
+    println!(
+        "UI frame CPU time, 5 overlaid runs x 500 epochs, 1400x900 points, {frames} frames per tab"
+    );
+    println!(
+        "{:<18} {:>9} {:>9} {:>9}",
+        "tab", "mean ms", "median", "p95"
+    );
     for tab in [Tab::Overview, Tab::Tightness, Tab::Lipschitz, Tab::Runs] {
         app.tab = tab;
         let mut times = Vec::with_capacity(frames as usize);

@@ -67,7 +67,12 @@ impl Designer {
     }
 
     /// Draws the designer; returns what needs the app (a folder dialog).
-    pub fn ui(&mut self, ui: &mut Ui, problems: &[FieldError], locked: bool) -> Vec<DesignerAction> {
+    pub fn ui(
+        &mut self,
+        ui: &mut Ui,
+        problems: &[FieldError],
+        locked: bool,
+    ) -> Vec<DesignerAction> {
         let mut actions = Vec::new();
         ui.add_enabled_ui(!locked, |ui| {
             self.general_ui(ui, problems);
@@ -92,16 +97,26 @@ impl Designer {
                 ui.add(egui::DragValue::new(&mut c.seed))
             });
             row(ui, "Device", problems, "device", |ui| {
-                combo(ui, "device", &mut c.device, &[
-                    (DeviceChoice::Auto, "auto (CUDA if present)"),
-                    (DeviceChoice::Cpu, "cpu"),
-                    (DeviceChoice::Cuda, "cuda"),
-                ])
+                combo(
+                    ui,
+                    "device",
+                    &mut c.device,
+                    &[
+                        (DeviceChoice::Auto, "auto (CUDA if present)"),
+                        (DeviceChoice::Cpu, "cpu"),
+                        (DeviceChoice::Cuda, "cuda"),
+                    ],
+                )
             });
         });
     }
 
-    fn dataset_ui(&mut self, ui: &mut Ui, problems: &[FieldError], actions: &mut Vec<DesignerAction>) {
+    fn dataset_ui(
+        &mut self,
+        ui: &mut Ui,
+        problems: &[FieldError],
+        actions: &mut Vec<DesignerAction>,
+    ) {
         let d = &mut self.cfg.dataset;
         egui::Grid::new("dataset").num_columns(2).show(ui, |ui| {
             let kinds: Vec<(DatasetKind, &str)> =
@@ -110,11 +125,19 @@ impl Designer {
                 combo(ui, "dataset-kind", &mut d.kind, &kinds)
             });
             if d.kind.is_toy() {
-                row(ui, "Points per split", problems, "dataset.toy_points", |ui| {
-                    ui.add(egui::DragValue::new(&mut d.toy_points).speed(10))
-                });
+                row(
+                    ui,
+                    "Points per split",
+                    problems,
+                    "dataset.toy_points",
+                    |ui| ui.add(egui::DragValue::new(&mut d.toy_points).speed(10)),
+                );
                 row(ui, "Noise", problems, "dataset.toy_noise", |ui| {
-                    ui.add(egui::DragValue::new(&mut d.toy_noise).speed(0.005).max_decimals(3))
+                    ui.add(
+                        egui::DragValue::new(&mut d.toy_noise)
+                            .speed(0.005)
+                            .max_decimals(3),
+                    )
                 });
             } else {
                 row(ui, "Folder", problems, "dataset.path", |ui| {
@@ -136,12 +159,20 @@ impl Designer {
                     })
                     .inner
                 });
-                row(ui, "Train examples (0 = all)", problems, "dataset.train_size", |ui| {
-                    ui.add(egui::DragValue::new(&mut d.train_size).speed(100))
-                });
-                row(ui, "Test examples (0 = all)", problems, "dataset.test_size", |ui| {
-                    ui.add(egui::DragValue::new(&mut d.test_size).speed(100))
-                });
+                row(
+                    ui,
+                    "Train examples (0 = all)",
+                    problems,
+                    "dataset.train_size",
+                    |ui| ui.add(egui::DragValue::new(&mut d.train_size).speed(100)),
+                );
+                row(
+                    ui,
+                    "Test examples (0 = all)",
+                    problems,
+                    "dataset.test_size",
+                    |ui| ui.add(egui::DragValue::new(&mut d.test_size).speed(100)),
+                );
             }
         });
     }
@@ -168,10 +199,8 @@ impl Designer {
     fn training_ui(&mut self, ui: &mut Ui, problems: &[FieldError]) {
         let t = &mut self.cfg.train;
         egui::Grid::new("training").num_columns(2).show(ui, |ui| {
-            let methods: Vec<(Method, &str)> = Method::ALL
-                .iter()
-                .map(|m| (*m, method_label(*m)))
-                .collect();
+            let methods: Vec<(Method, &str)> =
+                Method::ALL.iter().map(|m| (*m, method_label(*m))).collect();
             row(ui, "Method", problems, "train.method", |ui| {
                 combo(ui, "method", &mut t.method, &methods)
             });
@@ -182,16 +211,32 @@ impl Designer {
                 ui.add(egui::DragValue::new(&mut t.batch_size).speed(4))
             });
             if t.method.uses_eps() {
-                row(ui, "Training eps", problems, "train.eps", |ui| eps_value(ui, &mut t.eps));
-                row(ui, "Norm", problems, "train.norm", |ui| norm_combo(ui, "train-norm", &mut t.norm));
-                row(ui, "Warm-up epochs (eps 0)", problems, "train.warmup_epochs", |ui| {
-                    ui.add(egui::DragValue::new(&mut t.warmup_epochs))
+                row(ui, "Training eps", problems, "train.eps", |ui| {
+                    eps_value(ui, &mut t.eps)
                 });
+                row(ui, "Norm", problems, "train.norm", |ui| {
+                    norm_combo(ui, "train-norm", &mut t.norm)
+                });
+                row(
+                    ui,
+                    "Warm-up epochs (eps 0)",
+                    problems,
+                    "train.warmup_epochs",
+                    |ui| ui.add(egui::DragValue::new(&mut t.warmup_epochs)),
+                );
                 row(ui, "Ramp epochs", problems, "train.ramp_epochs", |ui| {
                     ui.add(egui::DragValue::new(&mut t.ramp_epochs))
                 });
                 row(ui, "Ramp shape", problems, "train.ramp", |ui| {
-                    combo(ui, "ramp", &mut t.ramp, &[(Ramp::Linear, "linear"), (Ramp::Smoothed, "smoothed (t⁴ then linear)")])
+                    combo(
+                        ui,
+                        "ramp",
+                        &mut t.ramp,
+                        &[
+                            (Ramp::Linear, "linear"),
+                            (Ramp::Smoothed, "smoothed (t⁴ then linear)"),
+                        ],
+                    )
                 });
             }
             match t.method {
@@ -215,27 +260,47 @@ impl Designer {
                         });
                     }
                     if t.method == Method::Fastlin {
-                        row(ui, "Projection dim (0 = exact)", problems, "train.proj_dim", |ui| {
-                            ui.add(egui::DragValue::new(&mut t.proj_dim))
-                        });
+                        row(
+                            ui,
+                            "Projection dim (0 = exact)",
+                            problems,
+                            "train.proj_dim",
+                            |ui| ui.add(egui::DragValue::new(&mut t.proj_dim)),
+                        );
                     }
-                    row(ui, "r1 weight (tightness)", problems, "train.r1_weight", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.r1_weight).speed(0.01))
-                    });
-                    row(ui, "r2 weight (tightness)", problems, "train.r2_weight", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.r2_weight).speed(0.01))
-                    });
-                    row(ui, "Regularizer warm-up epochs", problems, "train.reg_warmup_epochs", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.reg_warmup_epochs))
-                    });
+                    row(
+                        ui,
+                        "r1 weight (tightness)",
+                        problems,
+                        "train.r1_weight",
+                        |ui| ui.add(egui::DragValue::new(&mut t.r1_weight).speed(0.01)),
+                    );
+                    row(
+                        ui,
+                        "r2 weight (tightness)",
+                        problems,
+                        "train.r2_weight",
+                        |ui| ui.add(egui::DragValue::new(&mut t.r2_weight).speed(0.01)),
+                    );
+                    row(
+                        ui,
+                        "Regularizer warm-up epochs",
+                        problems,
+                        "train.reg_warmup_epochs",
+                        |ui| ui.add(egui::DragValue::new(&mut t.reg_warmup_epochs)),
+                    );
                 }
                 Method::Lipschitz => {
                     row(ui, "Lipschitz weight", problems, "train.lip_weight", |ui| {
                         ui.add(egui::DragValue::new(&mut t.lip_weight).speed(0.001))
                     });
-                    row(ui, "Lipschitz target (0 = off)", problems, "train.lip_target", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.lip_target).speed(0.1))
-                    });
+                    row(
+                        ui,
+                        "Lipschitz target (0 = off)",
+                        problems,
+                        "train.lip_target",
+                        |ui| ui.add(egui::DragValue::new(&mut t.lip_target).speed(0.1)),
+                    );
                     let bounds: Vec<(LipBound, &str)> =
                         LipBound::ALL.iter().map(|b| (*b, b.name())).collect();
                     row(ui, "Bound", problems, "train.lip_bound", |ui| {
@@ -251,7 +316,12 @@ impl Designer {
         let o = &mut self.cfg.optimizer;
         egui::Grid::new("optimizer").num_columns(2).show(ui, |ui| {
             row(ui, "Optimizer", problems, "optimizer.kind", |ui| {
-                combo(ui, "opt-kind", &mut o.kind, &[(OptimizerKind::Adam, "adam"), (OptimizerKind::Sgd, "sgd")])
+                combo(
+                    ui,
+                    "opt-kind",
+                    &mut o.kind,
+                    &[(OptimizerKind::Adam, "adam"), (OptimizerKind::Sgd, "sgd")],
+                )
             });
             row(ui, "Learning rate", problems, "optimizer.lr", |ui| {
                 ui.add(egui::DragValue::new(&mut o.lr).speed(1e-4).max_decimals(6))
@@ -261,20 +331,39 @@ impl Designer {
                     ui.add(egui::DragValue::new(&mut o.momentum).speed(0.01))
                 });
             }
-            row(ui, "Weight decay", problems, "optimizer.weight_decay", |ui| {
-                ui.add(egui::DragValue::new(&mut o.weight_decay).speed(1e-5).max_decimals(6))
-            });
+            row(
+                ui,
+                "Weight decay",
+                problems,
+                "optimizer.weight_decay",
+                |ui| {
+                    ui.add(
+                        egui::DragValue::new(&mut o.weight_decay)
+                            .speed(1e-5)
+                            .max_decimals(6),
+                    )
+                },
+            );
             row(ui, "LR schedule", problems, "optimizer.schedule", |ui| {
-                combo(ui, "lr-schedule", &mut o.schedule, &[
-                    (LrSchedule::Constant, "constant"),
-                    (LrSchedule::Step, "step"),
-                    (LrSchedule::Cosine, "cosine"),
-                ])
+                combo(
+                    ui,
+                    "lr-schedule",
+                    &mut o.schedule,
+                    &[
+                        (LrSchedule::Constant, "constant"),
+                        (LrSchedule::Step, "step"),
+                        (LrSchedule::Cosine, "cosine"),
+                    ],
+                )
             });
             if o.schedule == LrSchedule::Step {
-                row(ui, "Step every (epochs)", problems, "optimizer.step_epochs", |ui| {
-                    ui.add(egui::DragValue::new(&mut o.step_epochs))
-                });
+                row(
+                    ui,
+                    "Step every (epochs)",
+                    problems,
+                    "optimizer.step_epochs",
+                    |ui| ui.add(egui::DragValue::new(&mut o.step_epochs)),
+                );
                 row(ui, "Gamma", problems, "optimizer.gamma", |ui| {
                     ui.add(egui::DragValue::new(&mut o.gamma).speed(0.01))
                 });
@@ -289,25 +378,43 @@ impl Designer {
             row(ui, "Eval eps", problems, "eval.eps", |ui| {
                 ui.add(egui::TextEdit::singleline(eps_text).desired_width(130.0))
             });
-            row(ui, "Eval norm", problems, "eval.norm", |ui| norm_combo(ui, "eval-norm", &mut e.norm));
+            row(ui, "Eval norm", problems, "eval.norm", |ui| {
+                norm_combo(ui, "eval-norm", &mut e.norm)
+            });
             row(ui, "Certify with", problems, "eval.bounds", |ui| {
                 checkbox_list(ui, &mut e.bounds, &BOUND_METHODS)
             });
-            row(ui, "PGD steps (0 = off)", problems, "eval.pgd_steps", |ui| {
-                ui.add(egui::DragValue::new(&mut e.pgd_steps))
-            });
+            row(
+                ui,
+                "PGD steps (0 = off)",
+                problems,
+                "eval.pgd_steps",
+                |ui| ui.add(egui::DragValue::new(&mut e.pgd_steps)),
+            );
             row(ui, "PGD restarts", problems, "eval.pgd_restarts", |ui| {
                 ui.add(egui::DragValue::new(&mut e.pgd_restarts))
             });
-            row(ui, "Robust subset (0 = all)", problems, "eval.robust_subset", |ui| {
-                ui.add(egui::DragValue::new(&mut e.robust_subset).speed(10))
-            });
-            row(ui, "Evaluate every (epochs)", problems, "eval.every_epochs", |ui| {
-                ui.add(egui::DragValue::new(&mut e.every_epochs))
-            });
-            row(ui, "Lipschitz estimates", problems, "eval.lipschitz", |ui| {
-                checkbox_list(ui, &mut e.lipschitz, &LIPSCHITZ_ESTIMATORS)
-            });
+            row(
+                ui,
+                "Robust subset (0 = all)",
+                problems,
+                "eval.robust_subset",
+                |ui| ui.add(egui::DragValue::new(&mut e.robust_subset).speed(10)),
+            );
+            row(
+                ui,
+                "Evaluate every (epochs)",
+                problems,
+                "eval.every_epochs",
+                |ui| ui.add(egui::DragValue::new(&mut e.every_epochs)),
+            );
+            row(
+                ui,
+                "Lipschitz estimates",
+                problems,
+                "eval.lipschitz",
+                |ui| checkbox_list(ui, &mut e.lipschitz, &LIPSCHITZ_ESTIMATORS),
+            );
         });
     }
 }
@@ -355,7 +462,12 @@ fn row(
     // `eval.eps[1]` belongs to the `eval.eps` field.
     let mine: Vec<&FieldError> = problems
         .iter()
-        .filter(|p| p.field == key || p.field.strip_prefix(key).is_some_and(|r| r.starts_with('[')))
+        .filter(|p| {
+            p.field == key
+                || p.field
+                    .strip_prefix(key)
+                    .is_some_and(|r| r.starts_with('['))
+        })
         .collect();
     let text = if mine.is_empty() {
         RichText::new(label)
@@ -450,6 +562,9 @@ mod tests {
         assert!(problems[0].message.contains("`x`"));
         d.eval_eps_text = "-0.1".into();
         let (_, problems) = d.checked();
-        assert!(problems.iter().any(|p| p.field == "eval.eps[0]"), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.field == "eval.eps[0]"),
+            "{problems:?}"
+        );
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! Reads `Event`s from the worker and run folders from disk; never touches a tensor.
 mod app;
+pub mod bench;
 pub mod designer;
 pub mod plots;
 pub mod series;
-pub mod bench;
 pub mod toy;
 
 pub use app::{runs_csv, summary_row, App, Autopilot, LiveRun, Notice, Spawner, Tab};

@@ -68,7 +68,11 @@ impl CurvePlot<'_> {
             .include_x(0.0)
             .label_formatter(move |h| hover_text(h, log));
         if !several {
-            plot = plot.legend(Legend::default().position(Corner::RightBottom).follow_insertion_order(true));
+            plot = plot.legend(
+                Legend::default()
+                    .position(Corner::RightBottom)
+                    .follow_insertion_order(true),
+            );
         }
         plot = match self.y_axis {
             YAxis::Fraction => plot.include_y(0.0).include_y(1.0),
@@ -85,7 +89,11 @@ impl CurvePlot<'_> {
                         continue;
                     }
                     let (name, color, style) = if several {
-                        (format!("{} · {}", run.name, metric.label()), run.color, style_of(metric))
+                        (
+                            format!("{} · {}", run.name, metric.label()),
+                            run.color,
+                            style_of(metric),
+                        )
                     } else {
                         (metric.label(), metric_color(metric), LineStyle::Solid)
                     };
@@ -111,7 +119,12 @@ impl CurvePlot<'_> {
 }
 
 /// The key of an overlay: each run's colour, each metric's line style.
-fn overlay_key_ui(ui: &mut Ui, runs: &[&RunSeries], metrics: &[&Metric], style_of: &dyn Fn(&Metric) -> LineStyle) {
+fn overlay_key_ui(
+    ui: &mut Ui,
+    runs: &[&RunSeries],
+    metrics: &[&Metric],
+    style_of: &dyn Fn(&Metric) -> LineStyle,
+) {
     ui.horizontal_wrapped(|ui| {
         ui.spacing_mut().item_spacing.x = 6.0;
         for r in runs {
@@ -139,7 +152,12 @@ fn line_sample(ui: &mut Ui, style: LineStyle, color: Color32) {
             painter.line_segment([a, b], stroke);
         }
         LineStyle::Dashed { length } => {
-            painter.extend(egui::Shape::dashed_line(&[a, b], stroke, length, length * 0.6));
+            painter.extend(egui::Shape::dashed_line(
+                &[a, b],
+                stroke,
+                length,
+                length * 0.6,
+            ));
         }
         LineStyle::Dotted { spacing } => {
             painter.extend(egui::Shape::dotted_line(&[a, b], color, spacing, 1.0));
@@ -246,7 +264,11 @@ fn hover_text(h: &HoverPosition<'_>, log: bool) -> Option<String> {
             position,
             ..
         } => {
-            let y = if log { 10f64.powf(position.y) } else { position.y };
+            let y = if log {
+                10f64.powf(position.y)
+            } else {
+                position.y
+            };
             Some(format!(
                 "{plot_name}\nepoch {:.0}: {}",
                 position.x,
@@ -290,8 +312,17 @@ fn metric_color(m: &Metric) -> Color32 {
 /// A stable small number per bound or estimator name, for colours.
 fn name_index(name: &str) -> usize {
     const ORDER: [&str; 11] = [
-        "ibp", "crown-ibp", "fastlin", "crown", "lipschitz", "gram", "power", "exact", "product",
-        "lipsdp", "empirical",
+        "ibp",
+        "crown-ibp",
+        "fastlin",
+        "crown",
+        "lipschitz",
+        "gram",
+        "power",
+        "exact",
+        "product",
+        "lipsdp",
+        "empirical",
     ];
     ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
 }
@@ -310,8 +341,25 @@ mod tests {
         assert_eq!(bin_label(&edges, 0.5), "");
         assert_eq!(short_number(0.25), "0.25");
         assert_eq!(short_number(123456.0), "1.235e5");
-        assert_eq!(log_tick(GridMark { value: -3.0, step_size: 1.0 }, &(0.0..=1.0)), "1e-3");
-        let tick = |v: f64| log_tick(GridMark { value: v, step_size: 0.1 }, &(0.0..=1.0));
+        assert_eq!(
+            log_tick(
+                GridMark {
+                    value: -3.0,
+                    step_size: 1.0
+                },
+                &(0.0..=1.0)
+            ),
+            "1e-3"
+        );
+        let tick = |v: f64| {
+            log_tick(
+                GridMark {
+                    value: v,
+                    step_size: 0.1,
+                },
+                &(0.0..=1.0),
+            )
+        };
         assert_eq!(tick(0.8), "6.31");
         assert_eq!(tick(1.5), "31.6");
         assert_eq!(tick(-1.5), "0.0316");

@@ -121,7 +121,12 @@ pub struct RunSeries {
 }
 
 impl RunSeries {
-    pub fn new(name: String, dir: Option<PathBuf>, config: ExperimentConfig, color: Color32) -> Self {
+    pub fn new(
+        name: String,
+        dir: Option<PathBuf>,
+        config: ExperimentConfig,
+        color: Color32,
+    ) -> Self {
         RunSeries {
             name,
             dir,
@@ -189,7 +194,10 @@ impl RunSeries {
     /// One batch's loss at fractional epoch `x` (from progress events).
     pub fn push_batch_loss(&mut self, x: f64, loss: f64) {
         if loss.is_finite() {
-            self.curves.entry(Metric::BatchLoss).or_default().push(x, loss);
+            self.curves
+                .entry(Metric::BatchLoss)
+                .or_default()
+                .push(x, loss);
         }
     }
 
@@ -198,7 +206,10 @@ impl RunSeries {
     }
 
     /// The curves whose metric satisfies `keep`, in metric order.
-    pub fn curves_where(&self, keep: impl Fn(&Metric) -> bool) -> impl Iterator<Item = (&Metric, &Curve)> {
+    pub fn curves_where(
+        &self,
+        keep: impl Fn(&Metric) -> bool,
+    ) -> impl Iterator<Item = (&Metric, &Curve)> {
         self.curves.iter().filter(move |(m, _)| keep(m))
     }
 }
@@ -250,7 +261,11 @@ mod tests {
         assert_eq!(clean.points.len(), n as usize, "every record is kept");
         let drawn = clean.drawn(false);
         assert!(drawn.len() <= MAX_DRAWN_POINTS + 1, "{}", drawn.len());
-        assert_eq!(drawn.last().unwrap().x, n as f64, "the newest point is always drawn");
+        assert_eq!(
+            drawn.last().unwrap().x,
+            n as f64,
+            "the newest point is always drawn"
+        );
         assert_eq!(drawn[0].x, 1.0);
         let log = clean.drawn(true);
         assert!((log.last().unwrap().y - 0.0).abs() < 1e-12, "log10(1) = 0");

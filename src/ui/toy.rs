@@ -3,7 +3,9 @@
 use super::series::PALETTE;
 use crate::metrics::{DecisionMap, PointStatus};
 use egui::{Color32, ColorImage, TextureHandle, TextureOptions, Ui};
-use egui_plot::{Corner, Legend, MarkerShape, Plot, PlotImage, PlotPoint, PlotPoints, Points, Polygon};
+use egui_plot::{
+    Corner, Legend, MarkerShape, Plot, PlotImage, PlotPoint, PlotPoints, Points, Polygon,
+};
 
 /// Colours of the two (or more) classes' regions and points.
 fn class_color(c: usize) -> Color32 {
@@ -79,11 +81,18 @@ fn ball(c: [f32; 2], eps: f64, l2: bool) -> Vec<[f64; 2]> {
 }
 
 /// Draws the view. `texture` caches the regions image of `map.epoch`.
-pub fn decision_ui(ui: &mut Ui, map: &DecisionMap, texture: &mut Option<(u32, TextureHandle)>, height: f32) -> egui::Response {
+pub fn decision_ui(
+    ui: &mut Ui,
+    map: &DecisionMap,
+    texture: &mut Option<(u32, TextureHandle)>,
+    height: f32,
+) -> egui::Response {
     if texture.as_ref().is_none_or(|(e, _)| *e != map.epoch) {
-        let tex = ui
-            .ctx()
-            .load_texture("decision-regions", regions_image(map), TextureOptions::LINEAR);
+        let tex = ui.ctx().load_texture(
+            "decision-regions",
+            regions_image(map),
+            TextureOptions::LINEAR,
+        );
         *texture = Some((map.epoch, tex));
     }
     let Some((_, tex)) = texture.as_ref() else {
@@ -101,7 +110,12 @@ pub fn decision_ui(ui: &mut Ui, map: &DecisionMap, texture: &mut Option<(u32, Te
         .y_axis_label("x2")
         .legend(Legend::default().position(Corner::RightBottom))
         .show(ui, |p| {
-            p.image(PlotImage::new("decision regions", tex_id, PlotPoint::new(0.5, 0.5), [1.0, 1.0]));
+            p.image(PlotImage::new(
+                "decision regions",
+                tex_id,
+                PlotPoint::new(0.5, 0.5),
+                [1.0, 1.0],
+            ));
             for (i, c) in map.points.iter().enumerate() {
                 let Some(status) = map.status.get(i).copied() else {
                     continue;
@@ -109,10 +123,13 @@ pub fn decision_ui(ui: &mut Ui, map: &DecisionMap, texture: &mut Option<(u32, Te
                 if map.eps > 0.0 {
                     let col = status_color(status);
                     p.polygon(
-                        Polygon::new(status_label(status), PlotPoints::new(ball(*c, map.eps, map.norm_l2)))
-                            .fill_color(col.gamma_multiply(0.35))
-                            .stroke(egui::Stroke::new(1.0, col))
-                            .allow_hover(false),
+                        Polygon::new(
+                            status_label(status),
+                            PlotPoints::new(ball(*c, map.eps, map.norm_l2)),
+                        )
+                        .fill_color(col.gamma_multiply(0.35))
+                        .stroke(egui::Stroke::new(1.0, col))
+                        .allow_hover(false),
                     );
                 }
             }
@@ -144,7 +161,10 @@ pub fn status_counts(map: &DecisionMap) -> [(PointStatus, usize); 4] {
         (PointStatus::Certified, count(PointStatus::Certified)),
         (PointStatus::PgdRobust, count(PointStatus::PgdRobust)),
         (PointStatus::CleanOnly, count(PointStatus::CleanOnly)),
-        (PointStatus::Misclassified, count(PointStatus::Misclassified)),
+        (
+            PointStatus::Misclassified,
+            count(PointStatus::Misclassified),
+        ),
     ]
 }
 
@@ -166,7 +186,10 @@ mod tests {
         let bottom = img.pixels[2];
         let c1 = class_color(1);
         // The bottom row is tinted towards class 1's colour (more red than blue for PALETTE[6]).
-        assert!(bottom.r() > bottom.b() && top.b() > top.r(), "{top:?} {bottom:?} {c1:?}");
+        assert!(
+            bottom.r() > bottom.b() && top.b() > top.r(),
+            "{top:?} {bottom:?} {c1:?}"
+        );
         let sq = ball([0.5, 0.5], 0.1, false);
         assert_eq!(sq.len(), 4);
         assert!(ball([0.5, 0.5], 0.1, true)

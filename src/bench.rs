@@ -87,10 +87,17 @@ pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<(
 }
 
 /// `certlab bench --bounds`: samples/s of certified-training steps (margin lower bound of the
-/// method, cross-entropy on `-m`, backward, Adam step) on Fashion-MNIST, batch 256, l_inf eps
-/// 0.1, for the MLP 2x100 and the Small convnet. `scripts/bench_autolirpa.py` times the same
+/// method, cross-entropy on `-m`, backward, Adam step) on Fashion-MNIST, batch 256 (or
+/// `batch`), l_inf eps 0.1, for the MLP 2x100 and the Small convnet. `scripts/bench_autolirpa.py` times the same
 /// steps in auto_LiRPA.
-pub fn bench_bounds_cmd(device: &str, steps: u32, arch: &str) -> Result<()> {
+pub fn bench_bounds_cmd(
+    device: &str,
+    steps: u32,
+    arch: &str,
+    only: Option<&str>,
+    batch: i64,
+) -> Result<()> {
+    anyhow::ensure!(batch > 0, "--batch {batch}: expected at least 1");
     let archs: Vec<Arch> = match arch {
         "all" => vec![Arch::Mlp, Arch::SmallConv],
         "mlp" => vec![Arch::Mlp],
@@ -117,8 +124,26 @@ pub fn bench_bounds_cmd(device: &str, steps: u32, arch: &str) -> Result<()> {
         ("crown", BoundMethod::Crown.relaxed()),
         ("fastlin-proj50", Some(projected)),
     ];
+    let methods = match only {
+        None => methods,
+        Some(list) => {
+            let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
+            if let Some(bad) = wanted
+                .iter()
+                .find(|w| !methods.iter().any(|(name, _)| name == *w))
+            {
+                anyhow::bail!(
+                    "--methods: unknown method `{bad}`; expected some of ibp, crown-ibp, fastlin, crown, fastlin-proj50"
+                );
+            }
+            methods
+                .into_iter()
+                .filter(|(name, _)| wanted.contains(name))
+                .collect()
+        }
+    };
     println!(
-        "certified-training steps, Fashion-MNIST, batch 256, l_inf eps 0.1, {} ({} threads)",
+        "certified-training steps, Fashion-MNIST, batch {batch}, l_inf eps 0.1, {} ({} threads)",
         train::device_name(dev),
         tch::get_num_threads()
     );
@@ -137,7 +162,7 @@ pub fn bench_bounds_cmd(device: &str, steps: u32, arch: &str) -> Result<()> {
             } as i64;
             let perm = Tensor::randperm(n, (Kind::Int64, dev));
             let mut step = |b: i64| {
-                let idx = perm.narrow(0, (b * 256) % (n - 256), 256);
+                let idx = perm.narrow(0, (b * batch) % (n - batch), batch);
                 let x = prep.data.train_x.index_select(0, &idx);
                 let y = prep.data.train_y.index_select(0, &idx);
                 let m = match relaxed {
@@ -161,7 +186,7 @@ pub fn bench_bounds_cmd(device: &str, steps: u32, arch: &str) -> Result<()> {
                 "certlab {:<10} {:<15} {:>9.0} samples/s ({count} steps in {secs:.2} s)",
                 arch.name(),
                 name,
-                (count * 256) as f64 / secs
+                (count * batch) as f64 / secs
             );
         }
     }

@@ -179,6 +179,13 @@ pub enum Cmd {
         /// With --bounds: mlp, small-conv or all.
         #[arg(long, default_value = "all")]
         arch: String,
+        /// With --bounds: the methods to time, comma-separated (default: all of ibp,
+        /// crown-ibp, fastlin, crown, fastlin-proj50).
+        #[arg(long)]
+        methods: Option<String>,
+        /// With --bounds: examples per step.
+        #[arg(long, default_value_t = 256)]
+        batch: i64,
         /// Time UI frames instead: 5 overlaid runs of 500 epochs, every tab (no window, no GPU).
         #[arg(long)]
         ui: bool,
@@ -301,8 +308,11 @@ pub fn main_with(cli: Cli) -> Result<i32> {
             device,
             steps,
             arch,
+            methods,
+            batch,
             ..
-        }) => crate::bench::bench_bounds_cmd(&device, steps, &arch).map(|_| 0),
+        }) => crate::bench::bench_bounds_cmd(&device, steps, &arch, methods.as_deref(), batch)
+            .map(|_| 0),
         Some(Cmd::Bench {
             preset,
             device,

@@ -2,6 +2,7 @@
 //!
 //! Engine modules (`config`, `data`, `model`, `bounds`, `attack`, `lipschitz`, `eval`, `train`, `run`,
 //! `worker`) never touch egui; `ui` never touches a tensor.
+pub mod alloc;
 pub mod attack;
 pub mod bench;
 pub mod bounds;

@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() {
+    certlab::alloc::tune();
     let cli = certlab::cli::Cli::parse();
     match certlab::cli::main_with(cli) {
         Ok(code) => std::process::exit(code),

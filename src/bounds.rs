@@ -696,6 +696,18 @@ fn floats_per_example(layers: &[Layer], shapes: &[Vec<i64>], relaxed: Option<Rel
     }
 }
 
+/// Rough bytes a certified-training step with `relaxed` bounds keeps for its backward pass
+/// (every chunk's graph lives until the backward): about five float tensors of
+/// [`floats_per_example`] per example, measured on the Small convnet with exact bounds.
+pub fn training_bytes(net: &Network, batch: i64, relaxed: Relaxed) -> u64 {
+    let mut shape = vec![1];
+    shape.extend_from_slice(&net.input_shape);
+    let x = Tensor::zeros(shape.as_slice(), (Kind::Float, net.vs.device()));
+    let shapes = layer_shapes(&net.layers, &x);
+    let per = floats_per_example(&net.layers, &shapes, Some(relaxed)) as u64;
+    5 * 4 * per * batch.max(1) as u64
+}
+
 /// Runs `f` on slices of the batch small enough for the backward passes, and concatenates.
 fn chunked(
     layers: &[Layer],

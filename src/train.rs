@@ -84,6 +84,8 @@ pub enum TrainError {
     NoCuda,
     #[error("Lipschitz: {0}")]
     Lipschitz(String),
+    #[error("{0}")]
+    TooBig(String),
 }
 
 /// What the training loop listens to: commands from the UI and a cancel flag (Ctrl-C).
@@ -353,11 +355,52 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
         stats,
         device,
     )?;
+    check_memory(cfg, &net)?;
     data.train_x = data.train_x.to_device(device);
     data.train_y = data.train_y.to_device(device);
     data.test_x = data.test_x.to_device(device);
     data.test_y = data.test_y.to_device(device);
     Ok(Prepared { device, data, net })
+}
+
+/// Refuses a Fast-Lin training with exact intermediate bounds whose backward pass would not
+/// fit in the machine's available memory (the process would be killed mid-run otherwise), and
+/// says what to change.
+fn check_memory(cfg: &ExperimentConfig, net: &Network) -> Result<(), TrainError> {
+    use crate::bounds::{BoundMethod, Relaxed};
+    if cfg.train.method != crate::config::Method::Fastlin || cfg.train.proj_dim > 0 {
+        return Ok(());
+    }
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    let Some(relaxed): Option<Relaxed> = BoundMethod::Fastlin.relaxed() else {
+        return Ok(());
+    };
+    let batch = cfg.train.batch_size as i64;
+    let need = crate::bounds::training_bytes(net, batch, relaxed);
+    if need <= available {
+        return Ok(());
+    }
+    // A tenth below the estimate's limit: available memory moves.
+    let fits = (batch as u64 * available / need * 9 / 10).max(1);
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    Err(TrainError::TooBig(format!(
+        "Fast-Lin with exact intermediate bounds on this {} needs about {:.1} GiB per step at \
+         train.batch_size = {batch}, and {:.1} GiB is available: lower train.batch_size to {fits} \
+         or less, or set train.proj_dim (random projections, e.g. 50)",
+        cfg.model.arch.name(),
+        gib(need),
+        gib(available)
+    )))
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes (None where there is no such file).
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Trains a prepared experiment, writing the run folder and emitting events.
@@ -695,6 +738,37 @@ mod tests {
         c.train.final_beta = 0.0;
         c.train.final_kappa = 0.5;
         c
+    }
+
+    #[test]
+    fn exact_fastlin_that_cannot_fit_in_memory_is_refused_with_a_batch_that_fits() {
+        let mut c = ExperimentConfig::default_experiment();
+        c.dataset.kind = crate::config::DatasetKind::FashionMnist;
+        c.dataset.train_size = 512;
+        c.dataset.test_size = 128;
+        c.model.arch = crate::config::Arch::SmallConv;
+        c.train.method = Method::Fastlin;
+        c.train.proj_dim = 0;
+        c.train.batch_size = 1 << 22;
+        let Err(TrainError::TooBig(msg)) = prepare(&c, Device::Cpu) else {
+            panic!("a batch of 2^22 with exact Fast-Lin bounds on the Small convnet was accepted")
+        };
+        assert!(msg.contains("train.proj_dim"), "{msg}");
+        let fits: i64 = msg
+            .split("lower train.batch_size to ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no batch size suggested: {msg}"));
+        // The suggestion fits by the same estimate, and random projections are not refused.
+        c.train.batch_size = fits as usize;
+        assert!(
+            prepare(&c, Device::Cpu).is_ok(),
+            "the suggested batch {fits} is refused too"
+        );
+        c.train.batch_size = 1 << 22;
+        c.train.proj_dim = 50;
+        assert!(prepare(&c, Device::Cpu).is_ok());
     }
 
     #[test]

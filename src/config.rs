@@ -150,10 +150,13 @@ pub enum Arch {
     Aol,
     /// MLP whose every linear layer is divided by a guaranteed bound on its spectral norm.
     Spectral,
+    /// 1-Lipschitz convnet: the image's channels zero-padded to `hidden[0]`, one 3x3 conv SLL
+    /// block per `hidden` entry (inner channels that entry), a spectral-normalised last layer.
+    SllConv,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 7] = [
+    pub const ALL: [Arch; 8] = [
         Arch::Mlp,
         Arch::SmallConv,
         Arch::LargeConv,
@@ -161,6 +164,7 @@ impl Arch {
         Arch::Cpl,
         Arch::Aol,
         Arch::Spectral,
+        Arch::SllConv,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -171,15 +175,23 @@ impl Arch {
             Arch::Cpl => "cpl",
             Arch::Aol => "aol",
             Arch::Spectral => "spectral",
+            Arch::SllConv => "sll-conv",
         }
     }
     /// Whether the architecture is 1-Lipschitz by construction (l_2 certificates from margins).
     pub fn is_one_lipschitz(self) -> bool {
-        matches!(self, Arch::Sll | Arch::Cpl | Arch::Aol | Arch::Spectral)
+        matches!(
+            self,
+            Arch::Sll | Arch::Cpl | Arch::Aol | Arch::Spectral | Arch::SllConv
+        )
     }
     /// Whether it takes image inputs only.
     pub fn is_conv(self) -> bool {
-        matches!(self, Arch::SmallConv | Arch::LargeConv)
+        matches!(self, Arch::SmallConv | Arch::LargeConv | Arch::SllConv)
+    }
+    /// Whether `model.hidden` shapes it (the Wong et al. convnets have a fixed layout).
+    pub fn uses_hidden(self) -> bool {
+        !matches!(self, Arch::SmallConv | Arch::LargeConv)
     }
 }
 
@@ -613,7 +625,18 @@ impl ExperimentConfig {
                 ),
             );
         }
-        if !self.model.arch.is_conv() {
+        if self.model.arch == Arch::SllConv
+            && self.model.hidden.iter().any(|&w| !(1..=256).contains(&w))
+        {
+            bad(
+                "model.hidden",
+                format!(
+                    "{:?}: `sll-conv` widths are channels at full resolution, each must be in 1..=256",
+                    self.model.hidden
+                ),
+            );
+        }
+        if self.model.arch.uses_hidden() {
             if self.model.hidden.iter().any(|&w| !(1..=65536).contains(&w)) {
                 bad(
                     "model.hidden",

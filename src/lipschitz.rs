@@ -438,7 +438,7 @@ impl Report {
 /// A per-layer estimate of one layer (double precision), or `None` for layers with constant 1.
 fn layer_value(layer: &Layer, in_shape: &[i64], est: Estimator, s: &Settings) -> Option<f64> {
     match layer {
-        Layer::Relu | Layer::Flatten => None,
+        Layer::Relu | Layer::Flatten | Layer::PadChannels { .. } => None,
         Layer::Normalize { std, .. } => Some(normalize_factor(std)),
         // 1-Lipschitz by construction (nonlinear residual blocks).
         Layer::Sll { .. } | Layer::SllConv { .. } | Layer::Cpl { .. } => Some(1.0),
@@ -497,7 +497,7 @@ pub fn estimate(
         .layers
         .iter()
         .enumerate()
-        .filter(|(_, l)| !matches!(l, Layer::Relu | Layer::Flatten))
+        .filter(|(_, l)| !matches!(l, Layer::Relu | Layer::Flatten | Layer::PadChannels { .. }))
         .map(|(index, l)| LayerValues {
             index,
             kind: l.kind_name(),
@@ -1836,8 +1836,58 @@ mod tests {
     }
 
     #[test]
+    fn sll_conv_network_has_jacobian_norm_at_most_one() {
+        // The whole `sll-conv` architecture (channel padding, two conv SLL blocks, spectral head)
+        // with weights and multipliers pushed far from their initialisation.
+        let cfg = ModelConfig {
+            arch: Arch::SllConv,
+            hidden: vec![3, 5],
+            normalize: false,
+        };
+        for seed in 0..3 {
+            tch::manual_seed(300 + seed);
+            let net = Network::from_config(&cfg, &[2, 5, 5], 4, None, Device::Cpu).unwrap();
+            assert!(matches!(net.layers[0], Layer::PadChannels { channels: 3 }));
+            tch::no_grad(|| {
+                for p in net.parameters() {
+                    let mut p = p;
+                    let noise = Tensor::randn(p.size().as_slice(), (p.kind(), p.device())) * 2.0;
+                    p.copy_(&noise);
+                }
+            });
+            let mut worst: f64 = 0.0;
+            for _ in 0..8 {
+                let x =
+                    Tensor::rand([1, 2, 5, 5], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                let y = net.forward(&x);
+                let rows: Vec<Tensor> = (0..4)
+                    .map(|i| {
+                        Tensor::run_backward(&[y.select(1, i).sum(Kind::Float)], &[&x], true, false)
+                            .pop()
+                            .unwrap()
+                            .reshape([-1])
+                    })
+                    .collect();
+                let j = Tensor::stack(&rows, 0).to_kind(Kind::Double);
+                worst = worst.max(exact_dense(&j));
+            }
+            assert!(
+                worst <= 1.0 + 1e-4,
+                "sll-conv seed {seed}: Jacobian norm {worst}"
+            );
+            assert!(worst > 0.05, "suspiciously small {worst}");
+        }
+    }
+
+    #[test]
     fn one_lipschitz_architectures_build_and_have_product_bound_one() {
-        for arch in [Arch::Sll, Arch::Cpl, Arch::Aol, Arch::Spectral] {
+        for arch in [
+            Arch::Sll,
+            Arch::Cpl,
+            Arch::Aol,
+            Arch::Spectral,
+            Arch::SllConv,
+        ] {
             tch::manual_seed(8);
             let cfg = ModelConfig {
                 arch,

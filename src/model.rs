@@ -77,6 +77,11 @@ pub enum Layer {
         weight: Tensor,
         bias: Tensor,
     },
+    /// Zero channels appended to an image batch up to `channels` (an isometry: the channel lift
+    /// in front of conv SLL blocks, whose output width equals their input width).
+    PadChannels {
+        channels: i64,
+    },
 }
 
 /// Gram iterations of the guaranteed spectral-norm bounds inside CPL and spectral-normalised
@@ -175,11 +180,12 @@ impl Layer {
             Layer::Cpl { .. } => "cpl",
             Layer::Aol { .. } => "aol",
             Layer::Spectral { .. } => "spectral",
+            Layer::PadChannels { .. } => "pad-channels",
         }
     }
 
     /// Whether the layer is one of the 1-Lipschitz-by-construction layers (SLL, CPL, AOL,
-    /// spectral-normalised), which the IBP/CROWN bound code does not handle.
+    /// spectral-normalised, the channel padding), which the IBP/CROWN bound code does not handle.
     pub fn is_one_lipschitz(&self) -> bool {
         matches!(
             self,
@@ -188,6 +194,7 @@ impl Layer {
                 | Layer::Cpl { .. }
                 | Layer::Aol { .. }
                 | Layer::Spectral { .. }
+                | Layer::PadChannels { .. }
         )
     }
 
@@ -258,6 +265,9 @@ impl Layer {
                 weight: f(weight),
                 bias: f(bias),
             },
+            Layer::PadChannels { channels } => Layer::PadChannels {
+                channels: *channels,
+            },
         }
     }
 
@@ -310,6 +320,10 @@ impl Layer {
                 &(weight / gram_bound(weight, ONE_LIP_GRAM_ITERS)),
                 Some(bias),
             ),
+            Layer::PadChannels { channels } => {
+                let extra = channels - x.size()[1];
+                x.constant_pad_nd([0, 0, 0, 0, 0, extra])
+            }
         }
     }
 
@@ -323,6 +337,7 @@ impl Layer {
                 | Layer::Normalize { .. }
                 | Layer::Aol { .. }
                 | Layer::Spectral { .. }
+                | Layer::PadChannels { .. }
         )
     }
 }
@@ -364,6 +379,17 @@ pub enum LayerSpec {
     Spectral {
         in_features: i64,
         out_features: i64,
+    },
+    /// Conv SLL block on `channels` channels with `inner` hidden channels, `kernel x kernel`.
+    SllConv {
+        channels: i64,
+        inner: i64,
+        kernel: i64,
+    },
+    /// Zero channels appended, `from` -> `to`.
+    PadChannels {
+        from: i64,
+        to: i64,
     },
 }
 
@@ -429,6 +455,39 @@ pub fn architecture(
             }
             specs.push(LayerSpec::Spectral {
                 in_features: width,
+                out_features: num_classes,
+            });
+        }
+        Arch::SllConv => {
+            // Zero channels up to hidden[0], one conv SLL block (3x3) per `hidden` entry (inner
+            // channels that entry) at full resolution, a spectral-normalised last layer.
+            let (Some(&width), [channels, h, w]) = (cfg.hidden.first(), input_shape) else {
+                return Err(ModelError::Shape(format!(
+                    "`sll-conv` needs image inputs [channels, height, width] and at least one hidden width; got inputs {input_shape:?}, hidden {:?}",
+                    cfg.hidden
+                )));
+            };
+            if width < *channels {
+                return Err(ModelError::Shape(format!(
+                    "`sll-conv`: the first hidden width ({width} channels) is below the input's {channels} channels"
+                )));
+            }
+            if width > *channels {
+                specs.push(LayerSpec::PadChannels {
+                    from: *channels,
+                    to: width,
+                });
+            }
+            for &inner in &cfg.hidden {
+                specs.push(LayerSpec::SllConv {
+                    channels: width,
+                    inner,
+                    kernel: 3,
+                });
+            }
+            specs.push(LayerSpec::Flatten);
+            specs.push(LayerSpec::Spectral {
+                in_features: width * h * w,
                 out_features: num_classes,
             });
         }
@@ -616,6 +675,24 @@ impl Network {
                             Layer::Spectral { weight, bias }
                         }
                     }
+                    LayerSpec::SllConv {
+                        channels,
+                        inner,
+                        kernel,
+                    } => {
+                        let bound = 1.0 / ((channels * kernel * kernel) as f64).sqrt();
+                        Layer::SllConv {
+                            weight: p.uniform(
+                                "weight",
+                                &[*inner, *channels, *kernel, *kernel],
+                                -bound,
+                                bound,
+                            ),
+                            bias: p.uniform("bias", &[*inner], -bound, bound),
+                            q_log: p.zeros("q", &[*inner]),
+                        }
+                    }
+                    LayerSpec::PadChannels { to, .. } => Layer::PadChannels { channels: *to },
                     LayerSpec::Relu => Layer::Relu,
                     LayerSpec::Flatten => Layer::Flatten,
                     LayerSpec::Normalize { mean, std } => {
@@ -756,6 +833,12 @@ impl Network {
                     in_features,
                     out_features,
                 } => format!("Spectral({in_features}->{out_features})"),
+                LayerSpec::SllConv {
+                    channels,
+                    inner,
+                    kernel,
+                } => format!("SLLConv({channels}, inner {inner}, k{kernel})"),
+                LayerSpec::PadChannels { from, to } => format!("PadChannels({from}->{to})"),
             })
             .collect::<Vec<_>>()
             .join(" > ")

@@ -189,3 +189,104 @@ fn one_lipschitz_run_is_certified_by_its_margins_and_refused_by_ibp() {
         "{err}"
     );
 }
+
+const FMNIST_SLL_CONV: &str = r#"
+name = "fmnist-sll-conv-tiny"
+[dataset]
+kind = "fashion-mnist"
+train_size = 512
+test_size = 200
+[model]
+arch = "sll-conv"
+hidden = [4, 6]
+[train]
+method = "standard"
+epochs = 1
+batch_size = 64
+[optimizer]
+lr = 0.01
+[eval]
+eps = [0.3]
+norm = "l2"
+bounds = []
+pgd_steps = 10
+robust_subset = 100
+lipschitz = ["gram", "empirical"]
+"#;
+
+#[test]
+fn conv_sll_architecture_trains_and_is_certified_by_its_margins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = run_preset(FMNIST_SLL_CONV, tmp.path());
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let r: Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let get = |v: &Value| v.as_f64().unwrap_or_else(|| panic!("missing in {r}"));
+    let (clean, pgd, cert) = (
+        get(&r["subset_clean_acc"]),
+        get(&r["pgd_acc"]),
+        get(&r["cert_acc"]["lipschitz"]),
+    );
+    assert!(
+        cert <= pgd && pgd <= clean,
+        "cert {cert} pgd {pgd} clean {clean}"
+    );
+    assert!(clean > 0.3, "one epoch on 512 points learns something: {r}");
+    let lip = &r["lipschitz"];
+    assert!(get(&lip["gram"]) <= 1.0 + 1e-5, "{r}");
+    assert!(
+        get(&lip["empirical"]) <= get(&lip["gram"]) * (1.0 + 1e-6),
+        "{r}"
+    );
+
+    let v = json_of(&certlab(
+        &["lipschitz", "--json", "--methods", "power,gram,exact"],
+        &run_dir,
+    ));
+    let layers: Vec<(i64, &str)> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["index"].as_i64().unwrap(), l["kind"].as_str().unwrap()))
+        .collect();
+    // Channel padding (0) and Flatten (3) are isometries and not listed.
+    assert_eq!(
+        layers,
+        vec![(1, "sll-conv"), (2, "sll-conv"), (4, "spectral")]
+    );
+    let net = &v["network"];
+    let (p, e, g) = (
+        net["power"].as_f64().unwrap(),
+        net["exact"].as_f64().unwrap(),
+        net["gram"].as_f64().unwrap(),
+    );
+    assert!(
+        p <= e * (1.0 + 1e-9) && e <= g * (1.0 + 1e-9) && g <= 1.0 + 1e-5,
+        "{v}"
+    );
+}
+
+#[test]
+fn conv_sll_is_refused_on_toy_data_and_with_too_many_channels() {
+    use certlab::config::{Arch, DatasetKind, ExperimentConfig};
+    let mut c = ExperimentConfig::default_experiment();
+    c.model.arch = Arch::SllConv;
+    c.model.hidden = vec![8];
+    c.eval.bounds.clear();
+    let problems = c.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.field == "model.arch" && p.message.contains("image")),
+        "{problems:?}"
+    );
+    c.dataset.kind = DatasetKind::FashionMnist;
+    assert!(c.validate().is_empty(), "{:?}", c.validate());
+    c.model.hidden = vec![8, 1000];
+    let problems = c.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.field == "model.hidden" && p.message.contains("256")),
+        "{problems:?}"
+    );
+}

@@ -1373,7 +1373,7 @@ fn pct(v: f64) -> String {
 pub fn summary_row(run: &RunSeries) -> SummaryRow {
     let c = &run.config;
     let last = run.last();
-    let model = if c.model.arch.is_conv() {
+    let model = if !c.model.arch.uses_hidden() {
         c.model.arch.name().to_string()
     } else {
         format!(

@@ -185,7 +185,7 @@ impl Designer {
             row(ui, "Architecture", problems, "model.arch", |ui| {
                 combo(ui, "arch", &mut m.arch, &archs)
             });
-            if !m.arch.is_conv() {
+            if m.arch.uses_hidden() {
                 row(ui, "Hidden widths", problems, "model.hidden", |ui| {
                     ui.add(egui::TextEdit::singleline(hidden_text).desired_width(130.0))
                 });

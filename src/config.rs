@@ -293,14 +293,20 @@ pub enum LipBound {
     Gram,
     /// LipSDP-Neuron with a feasible multiplier improved by first-order steps (seed 000).
     Lipsdp,
+    /// Seed 000's ADMM: SGD on the loss plus the augmented-Lagrangian coupling to projected
+    /// weights, and once per epoch the SDP step (clarabel) that projects them onto the LipSDP
+    /// set (`lip_target` > 0: bound fixed to it, the evaluated and saved network is the
+    /// projected one; else `lip_weight L^2` penalised). Small MLPs on 2-D data only.
+    Admm,
 }
 
 impl LipBound {
-    pub const ALL: [LipBound; 2] = [LipBound::Gram, LipBound::Lipsdp];
+    pub const ALL: [LipBound; 3] = [LipBound::Gram, LipBound::Lipsdp, LipBound::Admm];
     pub fn name(self) -> &'static str {
         match self {
             LipBound::Gram => "gram",
             LipBound::Lipsdp => "lipsdp",
+            LipBound::Admm => "admm",
         }
     }
 }
@@ -352,6 +358,8 @@ pub struct TrainConfig {
     pub lip_target: f64,
     /// Lipschitz method: which differentiable bound.
     pub lip_bound: LipBound,
+    /// `lip_bound = "admm"`: the augmented-Lagrangian penalty (ADMM's rho).
+    pub admm_penalty: f64,
 }
 
 impl Default for TrainConfig {
@@ -376,6 +384,7 @@ impl Default for TrainConfig {
             lip_weight: 0.0,
             lip_target: 0.0,
             lip_bound: LipBound::Gram,
+            admm_penalty: 1.0,
         }
     }
 }
@@ -744,6 +753,30 @@ impl ExperimentConfig {
                 "train.lip_weight",
                 "method `lipschitz` needs lip_weight > 0 or lip_target > 0".into(),
             );
+        }
+        if t.method == Method::Lipschitz && t.lip_bound == LipBound::Admm {
+            if !(t.admm_penalty.is_finite() && t.admm_penalty > 0.0) {
+                bad(
+                    "train.admm_penalty",
+                    format!("{} is out of range: expected a value > 0", t.admm_penalty),
+                );
+            }
+            let m = &self.model;
+            let dim = 2 + m.hidden.iter().sum::<i64>() + 3;
+            if m.arch != Arch::Mlp || m.normalize || m.hidden.is_empty() {
+                bad(
+                    "train.lip_bound",
+                    "`admm` trains a plain MLP: model.arch = \"mlp\" with hidden layers and model.normalize = false".into(),
+                );
+            } else if !self.dataset.kind.is_toy() || dim > crate::lipschitz::ADMM_MAX_DIM {
+                bad(
+                    "train.lip_bound",
+                    format!(
+                        "`admm` solves an SDP over every weight once per epoch: only small MLPs on the 2-D datasets (inputs + hidden + classes <= {}); use `lipsdp` or `gram`",
+                        crate::lipschitz::ADMM_MAX_DIM
+                    ),
+                );
+            }
         }
         if t.method == Method::Pgd && !(1..=1000).contains(&t.pgd_steps) {
             bad(

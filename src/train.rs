@@ -280,7 +280,8 @@ pub fn method_loss(
         Method::Lipschitz => {
             let logits = net.forward(x);
             let loss = ce(&logits);
-            if tc.lip_weight > 0.0 {
+            // ADMM's penalty acts in its SDP step; its W-step adds the coupling (in `train`).
+            if tc.lip_weight > 0.0 && tc.lip_bound != crate::config::LipBound::Admm {
                 let shapes = lipschitz::layer_input_shapes(net);
                 let bound = lipschitz::training_bound(net, &shapes, tc.lip_bound);
                 (loss + bound * tc.lip_weight, logits)
@@ -457,7 +458,16 @@ pub fn train(
         robust_y = data.test_y.narrow(0, 0, n);
     }
     let lip_shapes = lipschitz::layer_input_shapes(net);
-    let enforce = cfg.train.method == Method::Lipschitz && cfg.train.lip_target > 0.0;
+    let admm_on = cfg.train.method == Method::Lipschitz
+        && cfg.train.lip_bound == crate::config::LipBound::Admm;
+    // ADMM enforces its bound by the projection; the others by rescaling after every step.
+    let enforce = cfg.train.method == Method::Lipschitz && cfg.train.lip_target > 0.0 && !admm_on;
+    let admm_target = (admm_on && cfg.train.lip_target > 0.0).then_some(cfg.train.lip_target);
+    let mut admm = if admm_on {
+        Some(lipschitz::Admm::new(net, cfg.train.admm_penalty).map_err(TrainError::Lipschitz)?)
+    } else {
+        None
+    };
     let lip_estimators = lipschitz::Estimator::parse_list(&cfg.eval.lipschitz)
         .map_err(|e| TrainError::Lipschitz(e.to_string()))?;
     // The l_2 Lipschitz certificate: for 1-Lipschitz networks, Lipschitz training, and whenever
@@ -498,6 +508,10 @@ pub fn train(
             let y = data.train_y.index_select(0, &idx);
             sched = schedule(cfg, (epoch - 1) as f64 + b as f64 / steps_per_epoch as f64);
             let (loss, logits) = method_loss(net, &x, &y, cfg, &sched);
+            let loss = match &admm {
+                Some(a) => loss + a.coupling(net),
+                None => loss,
+            };
             opt.zero_grad();
             loss.backward();
             let loss_value = loss.double_value(&[]);
@@ -534,6 +548,10 @@ pub fn train(
                 });
             }
             if control.should_stop(emit) {
+                if let (Some(a), Some(_)) = (&admm, admm_target) {
+                    // The enforced version keeps only networks within the bound.
+                    a.swap_in(net);
+                }
                 return stopped(
                     run,
                     emit,
@@ -549,7 +567,34 @@ pub fn train(
             loss: loss_sum.double_value(&[]) / n_train as f64,
         });
         let last = epoch == cfg.train.epochs;
-        if !(last || epoch % cfg.eval.every_epochs == 0) {
+        let evaluate = last || epoch % cfg.eval.every_epochs == 0;
+        // Seed 000's ADMM: one SDP step and dual update per epoch. The enforced version
+        // evaluates and saves the projected network (within the bound), then trains on from W.
+        let mut admm_report = None;
+        let mut admm_saved = None;
+        if let Some(a) = admm.as_mut() {
+            let st = a
+                .step(net, admm_target, cfg.train.lip_weight)
+                .map_err(TrainError::Lipschitz)?;
+            log(
+                run,
+                emit,
+                Level::Info,
+                format!(
+                    "epoch {epoch}: ADMM projection, LipSDP bound of the projected weights {:.6}{}, residual ||W - Wbar|| / ||W|| {:.4}",
+                    st.projected_bound,
+                    admm_target
+                        .map(|l| format!(" (target {l})"))
+                        .unwrap_or_default(),
+                    st.residual
+                ),
+            );
+            admm_report = Some(st);
+            if admm_target.is_some() && evaluate {
+                admm_saved = Some(a.swap_in(net));
+            }
+        }
+        if !evaluate {
             continue;
         }
         let mut rec = EvalRecord {
@@ -616,6 +661,20 @@ pub fn train(
             ) {
                 Ok(r) => rec.lipschitz = r.network,
                 Err(e) => log(run, emit, Level::Warn, format!("Lipschitz estimates: {e}")),
+            }
+        }
+        if let Some(st) = admm_report {
+            rec.lipschitz
+                .insert("admm_projected_lipsdp".into(), st.projected_bound);
+            rec.lipschitz.insert("admm_residual".into(), st.residual);
+            if admm_target.is_some() {
+                // The certified LipSDP value of the network evaluated and saved (float32).
+                if let Ok(r) = lipschitz::mlp_weights(net).and_then(|ws| {
+                    lipschitz::lipsdp(&ws, &lipschitz::Settings::default())
+                        .map_err(|e| e.to_string())
+                }) {
+                    rec.lipschitz.insert("admm_lipsdp".into(), r.value);
+                }
             }
         }
         if cfg.train.method == Method::Lipschitz {
@@ -704,6 +763,9 @@ pub fn train(
             )));
         }
         emit(Event::Metrics(rec));
+        if let Some(saved) = admm_saved.filter(|_| !last) {
+            lipschitz::Admm::restore(net, &saved);
+        }
     }
     Ok(Outcome::Completed)
 }

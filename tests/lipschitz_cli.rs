@@ -290,3 +290,73 @@ fn conv_sll_is_refused_on_toy_data_and_with_too_many_channels() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn admm_enforced_training_keeps_the_certified_lipsdp_bound_at_every_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let preset = MOONS_LIP
+        .replace("hidden = [16, 16]", "hidden = [8, 8]")
+        .replace("epochs = 2", "epochs = 3")
+        .replace(
+            "lip_weight = 0.05\nlip_target = 4.0\n",
+            "lip_target = 0.3\nlip_bound = \"admm\"\nadmm_penalty = 2.0\n",
+        )
+        .replace(
+            "\"gram\", \"lipsdp\", \"empirical\"",
+            "\"lipsdp\", \"empirical\"",
+        );
+    let run_dir = run_preset(&preset, tmp.path());
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    let recs: Vec<Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 3);
+    for r in &recs {
+        let lip = &r["lipschitz"];
+        let f = |k: &str| {
+            lip[k]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{k} missing: {r}"))
+        };
+        assert!(f("admm_lipsdp") <= 0.3 * (1.0 + 1e-6), "{r}");
+        assert!(f("lipsdp") <= 0.3 * (1.0 + 1e-6), "{r}");
+        assert!(f("empirical") <= f("lipsdp"), "{r}");
+        assert!(f("admm_residual") >= 0.0, "{r}");
+    }
+    // The saved model is the projected one: certified by the CLI's own LipSDP.
+    let v = json_of(&certlab(
+        &["lipschitz", "--json", "--methods", "lipsdp"],
+        &run_dir,
+    ));
+    let l = v["network"]["lipsdp"].as_f64().unwrap();
+    assert!(l <= 0.3 * (1.0 + 1e-6), "{v}");
+    assert!(l > 0.1, "the bound is active, not collapsed: {v}");
+    let log = std::fs::read_to_string(run_dir.join("log.txt")).unwrap();
+    assert!(log.contains("ADMM projection"), "{log}");
+}
+
+#[test]
+fn admm_is_refused_beyond_small_mlps() {
+    use certlab::config::{DatasetKind, ExperimentConfig, LipBound, Method};
+    let mut c = ExperimentConfig::default_experiment();
+    c.train.method = Method::Lipschitz;
+    c.train.lip_target = 1.0;
+    c.train.lip_bound = LipBound::Admm;
+    let problems = c.validate();
+    assert!(
+        problems.iter().any(|p| p.field == "train.lip_bound"),
+        "hidden {:?} is too wide: {problems:?}",
+        c.model.hidden
+    );
+    c.model.hidden = vec![16, 16];
+    assert!(c.validate().is_empty(), "{:?}", c.validate());
+    c.dataset.kind = DatasetKind::FashionMnist;
+    let problems = c.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.field == "train.lip_bound" && p.message.contains("lipsdp")),
+        "{problems:?}"
+    );
+}

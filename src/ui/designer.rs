@@ -306,6 +306,11 @@ impl Designer {
                     row(ui, "Bound", problems, "train.lip_bound", |ui| {
                         combo(ui, "lip-bound", &mut t.lip_bound, &bounds)
                     });
+                    if t.lip_bound == LipBound::Admm {
+                        row(ui, "ADMM penalty", problems, "train.admm_penalty", |ui| {
+                            ui.add(egui::DragValue::new(&mut t.admm_penalty).speed(0.01))
+                        });
+                    }
                 }
                 Method::Standard => {}
             }

@@ -242,61 +242,49 @@ pub fn bench_lipschitz_cmd(device: &str) -> Result<()> {
         };
         let kernel = kernel64.to_kind(kind);
         let dense = dense64.to_kind(kind);
+        let row = |name: &str, exact: f64, method: &str, (v, secs): (f64, f64)| {
+            println!(
+                "{name:<28} {dtype:<8} {method:<14} {v:>16.8} {:>12.3e} {secs:>10.4}",
+                (v - exact) / exact
+            );
+        };
         // Conv, circular on 32x32.
-        let name = "conv 3x3 64->64, 32x32";
-        let exact = conv_ref;
-        let (v, secs) = time(&mut || lipschitz::exact_conv_circular(&kernel, 32, 32));
-        println!(
-            "{name:<28} {dtype:<8} {:<14} {v:>16.8} {:>12.3e} {secs:>10.4}",
+        let conv = "conv 3x3 64->64, 32x32";
+        row(
+            conv,
+            conv_ref,
             "exact FFT+SVD",
-            (v - exact) / exact
+            time(&mut || lipschitz::exact_conv_circular(&kernel, 32, 32)),
         );
         for iters in [10u32, 50, 100] {
             let op = |x: &Tensor| lipschitz::circular_conv(&kernel, x);
-            let (v, secs) = time(&mut || {
+            let timed = time(&mut || {
                 lipschitz::power_operator(&op, &[1, 64, 32, 32], (kind, dev), iters, 0.0).sigma
             });
-            println!(
-                "{name:<28} {dtype:<8} {:<14} {v:>16.8} {:>12.3e} {secs:>10.4}",
-                format!("power x{iters}"),
-                (v - exact) / exact
-            );
+            row(conv, conv_ref, &format!("power x{iters}"), timed);
         }
         for iters in [2u32, 4, 6, 8] {
-            let (v, secs) = time(&mut || {
+            let timed = time(&mut || {
                 tch::no_grad(|| lipschitz::gram_conv(&kernel, 32, 32, iters).double_value(&[]))
             });
-            println!(
-                "{name:<28} {dtype:<8} {:<14} {v:>16.8} {:>12.3e} {secs:>10.4}",
-                format!("gram x{iters}"),
-                (v - exact) / exact
-            );
+            row(conv, conv_ref, &format!("gram x{iters}"), timed);
         }
-        let name = "dense 1024x1024";
-        let exact = dense_ref;
-        let (v, secs) = time(&mut || lipschitz::exact_dense(&dense));
-        println!(
-            "{name:<28} {dtype:<8} {:<14} {v:>16.8} {:>12.3e} {secs:>10.4}",
+        let mat = "dense 1024x1024";
+        row(
+            mat,
+            dense_ref,
             "exact SVD",
-            (v - exact) / exact
+            time(&mut || lipschitz::exact_dense(&dense)),
         );
         for iters in [10u32, 50, 100] {
-            let (v, secs) = time(&mut || lipschitz::power_dense(&dense, iters, 0.0).sigma);
-            println!(
-                "{name:<28} {dtype:<8} {:<14} {v:>16.8} {:>12.3e} {secs:>10.4}",
-                format!("power x{iters}"),
-                (v - exact) / exact
-            );
+            let timed = time(&mut || lipschitz::power_dense(&dense, iters, 0.0).sigma);
+            row(mat, dense_ref, &format!("power x{iters}"), timed);
         }
         for iters in [2u32, 4, 6, 8] {
-            let (v, secs) = time(&mut || {
+            let timed = time(&mut || {
                 tch::no_grad(|| lipschitz::gram_bound(&dense, iters).double_value(&[]))
             });
-            println!(
-                "{name:<28} {dtype:<8} {:<14} {v:>16.8} {:>12.3e} {secs:>10.4}",
-                format!("gram x{iters}"),
-                (v - exact) / exact
-            );
+            row(mat, dense_ref, &format!("gram x{iters}"), timed);
         }
     }
     Ok(())

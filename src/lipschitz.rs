@@ -169,27 +169,37 @@ pub struct PowerResult {
 pub fn power_dense(w: &Tensor, max_iters: u32, tol: f64) -> PowerResult {
     tch::no_grad(|| {
         let w = w.detach();
-        let n = w.size()[1];
-        let mut v = Tensor::randn([n], (w.kind(), w.device()));
-        v = &v / vec_norm(&v);
-        let mut sigma = 0.0;
-        for it in 1..=max_iters.max(1) {
-            let u = w.mv(&v);
-            let s = scalar(&vec_norm(&u));
-            let g = w.tr().mv(&u);
-            let gn = vec_norm(&g).clamp_min(1e-300);
-            v = g / gn;
-            let done = it > 1 && tol > 0.0 && (s - sigma).abs() <= tol * s;
-            sigma = s;
-            if done {
-                return PowerResult { sigma, iters: it };
-            }
-        }
-        PowerResult {
-            sigma,
-            iters: max_iters.max(1),
-        }
+        let v = Tensor::randn([w.size()[1]], (w.kind(), w.device()));
+        power_loop(v, max_iters, tol, |v| {
+            let u = w.mv(v);
+            (scalar(&vec_norm(&u)), w.tr().mv(&u))
+        })
     })
+}
+
+/// The iteration both power methods share: from a random `v`, `step(v)` gives `||A v||` and
+/// `A^T A v`, normalised into the next `v`, until `max_iters` or a relative change `<= tol`.
+fn power_loop(
+    mut v: Tensor,
+    max_iters: u32,
+    tol: f64,
+    mut step: impl FnMut(&Tensor) -> (f64, Tensor),
+) -> PowerResult {
+    v = &v / vec_norm(&v);
+    let mut sigma = 0.0;
+    for it in 1..=max_iters.max(1) {
+        let (s, g) = step(&v);
+        v = (&g / vec_norm(&g).clamp_min(1e-300)).detach();
+        let done = it > 1 && tol > 0.0 && (s - sigma).abs() <= tol * s;
+        sigma = s;
+        if done {
+            return PowerResult { sigma, iters: it };
+        }
+    }
+    PowerResult {
+        sigma,
+        iters: max_iters.max(1),
+    }
 }
 
 /// The largest singular value of a matrix (or of every matrix of a batch, then the maximum),
@@ -241,10 +251,7 @@ pub fn power_operator(
     tol: f64,
 ) -> PowerResult {
     tch::with_grad(|| {
-        let mut v = Tensor::randn(in_shape, opts);
-        v = &v / vec_norm(&v);
-        let mut sigma = 0.0;
-        for it in 1..=max_iters.max(1) {
+        power_loop(Tensor::randn(in_shape, opts), max_iters, tol, |v| {
             let x = v.detach().set_requires_grad(true);
             let y = op(&x);
             let s = scalar(&vec_norm(&y.detach()));
@@ -252,18 +259,8 @@ pub fn power_operator(
             let g = Tensor::run_backward(&[objective], &[&x], false, false)
                 .pop()
                 .unwrap_or_else(|| x.zeros_like());
-            let gn = vec_norm(&g).clamp_min(1e-300);
-            v = (g / gn).detach();
-            let done = it > 1 && tol > 0.0 && (s - sigma).abs() <= tol * s;
-            sigma = s;
-            if done {
-                return PowerResult { sigma, iters: it };
-            }
-        }
-        PowerResult {
-            sigma,
-            iters: max_iters.max(1),
-        }
+            (s, g)
+        })
     })
 }
 

@@ -1228,8 +1228,7 @@ impl App {
             }
         });
         let h = ui.available_height() - 10.0;
-        let resp = toy::decision_ui(ui, map, &mut live.decision_texture, h.max(200.0));
-        let _ = resp;
+        toy::decision_ui(ui, map, &mut live.decision_texture, h.max(200.0));
     }
 
     fn runs_ui(&mut self, ui: &mut Ui) {
@@ -1338,24 +1337,23 @@ impl eframe::App for App {
     }
 
     fn on_exit(&mut self) {
-        if let Some(l) = self.live.as_mut() {
-            if let Some(mut h) = l.handle.take() {
-                h.send(Command::Stop);
-                h.join();
-            }
+        self.stop_worker();
+    }
+}
+
+impl App {
+    /// Never leave a trainer running without its window: stop it and let it save.
+    fn stop_worker(&mut self) {
+        if let Some(mut h) = self.live.as_mut().and_then(|l| l.handle.take()) {
+            h.send(Command::Stop);
+            h.join();
         }
     }
 }
 
 impl Drop for App {
     fn drop(&mut self) {
-        // Never leave a trainer running without its window: stop it and let it save.
-        if let Some(l) = self.live.as_mut() {
-            if let Some(mut h) = l.handle.take() {
-                h.send(Command::Stop);
-                h.join();
-            }
-        }
+        self.stop_worker();
     }
 }
 

@@ -186,7 +186,13 @@ impl Designer {
                 combo(ui, "arch", &mut m.arch, &archs)
             });
             if m.arch.uses_hidden() {
-                row(ui, "Hidden widths", problems, "model.hidden", |ui| {
+                // sll-conv: hidden[0] is the channel width, each entry a block's inner channels.
+                let label = if m.arch == Arch::SllConv {
+                    "Channels per block"
+                } else {
+                    "Hidden widths"
+                };
+                row(ui, label, problems, "model.hidden", |ui| {
                     ui.add(egui::TextEdit::singleline(hidden_text).desired_width(130.0))
                 });
             }

@@ -1346,6 +1346,17 @@ impl Admm {
         })
     }
 
+    /// Starts the enforced version inside the set: projects the initial weights onto it, puts
+    /// the projection into the network, and clears the duals. Returns the projected bound.
+    pub fn start_inside(&mut self, net: &Network, target: f64) -> Result<f64, String> {
+        let st = self.step(net, Some(target), 0.0)?;
+        self.swap_in(net);
+        for y in &mut self.y {
+            *y = y.zeros_like();
+        }
+        Ok(st.projected_bound)
+    }
+
     /// Copies `Wbar` into the network (float32); returns the weights it replaced, for
     /// [`Admm::restore`].
     pub fn swap_in(&self, net: &Network) -> Vec<Tensor> {

@@ -468,6 +468,16 @@ pub fn train(
     } else {
         None
     };
+    if let (Some(a), Some(target)) = (admm.as_mut(), admm_target) {
+        // The enforced version holds from the first step on (and for a run stopped early).
+        let b = a.start_inside(net, target).map_err(TrainError::Lipschitz)?;
+        log(
+            run,
+            emit,
+            Level::Info,
+            format!("ADMM: initial weights projected, LipSDP bound {b:.6} <= lip_target {target}"),
+        );
+    }
     let lip_estimators = lipschitz::Estimator::parse_list(&cfg.eval.lipschitz)
         .map_err(|e| TrainError::Lipschitz(e.to_string()))?;
     // The l_2 Lipschitz certificate: for 1-Lipschitz networks, Lipschitz training, and whenever

@@ -334,6 +334,7 @@ fn admm_enforced_training_keeps_the_certified_lipsdp_bound_at_every_epoch() {
     assert!(l > 0.1, "the bound is active, not collapsed: {v}");
     let log = std::fs::read_to_string(run_dir.join("log.txt")).unwrap();
     assert!(log.contains("ADMM projection"), "{log}");
+    assert!(log.contains("initial weights projected"), "{log}");
 }
 
 #[test]

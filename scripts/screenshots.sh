@@ -14,22 +14,26 @@ chmod 700 "$work/xdg"
 export XDG_RUNTIME_DIR="$work/xdg"
 xrun() { xvfb-run -a -s "-screen 0 1500x950x24" "$@"; }
 
-echo "1/4 the default experiment, trained live"
+echo "1/5 the default experiment, trained live"
 xrun "$BIN" gui --runs-dir "$runs" --size 1400x900 --start --shot-after 30 \
   --shot overview="$OUT/overview.png" --shot tightness="$OUT/tightness.png" \
   --shot decision="$OUT/decision-2d.png"
 
-echo "2/4 Lipschitz-regularised training, live (l_2 balls in the 2-D view)"
+echo "2/5 Lipschitz-regularised training, live (l_2 balls in the 2-D view)"
 xrun "$BIN" gui presets/moons-lip.toml --runs-dir "$work/lip-runs" --size 1400x900 --start --shot-after 30 \
   --shot lipschitz="$OUT/lipschitz.png" --shot decision="$OUT/decision-l2.png"
 
-echo "3/4 three more methods on the same data, headless"
+echo "3/5 seed 000's ADMM with an enforced LipSDP bound, live (bounds and primal residual)"
+xrun "$BIN" gui presets/moons-lip-admm.toml --runs-dir "$work/admm-runs" --size 1400x900 --start --shot-after 30 \
+  --shot lipschitz="$OUT/lipschitz-admm.png"
+
+echo "4/5 three more methods on the same data, headless"
 for p in moons-pgd moons-ibp moons-crown-ibp; do
   "$BIN" run "presets/$p.toml" --out "$runs/$p" --device cpu >/dev/null 2>"$work/$p.log" \
     || { cat "$work/$p.log"; exit 1; }
 done
 
-echo "4/4 the comparison: every run overlaid, the run table"
+echo "5/5 the comparison: every run overlaid, the run table"
 xrun "$BIN" gui presets/moons-crown-ibp.toml --runs-dir "$runs" --size 1400x900 --overlay-all \
   --shot overview="$OUT/compare.png" --shot tightness="$OUT/compare-tightness.png" \
   --shot runs="$OUT/runs.png"

@@ -1174,18 +1174,25 @@ impl App {
             return;
         }
         ui.checkbox(&mut self.log_scale, "log scale");
-        let h = ui.available_height() - 40.0;
         let y = if self.log_scale {
             YAxis::Log
         } else {
             YAxis::Linear
         };
+        // ADMM's primal residual is a ratio, not a Lipschitz constant: its own plot below.
+        let residual = |m: &Metric| matches!(m, Metric::Lipschitz(k) if k == ADMM_RESIDUAL);
+        let admm = self
+            .visible_runs()
+            .iter()
+            .any(|r| r.curves.keys().any(residual));
+        let avail = ui.available_height() - 40.0;
+        let h = if admm { avail * 0.65 - 40.0 } else { avail };
         self.titled(
             ui,
             "Lipschitz constant of the network, by estimator",
             "lipschitz",
             |ui, app| {
-                let keep = |m: &Metric| matches!(m, Metric::Lipschitz(_));
+                let keep = |m: &Metric| matches!(m, Metric::Lipschitz(_)) && !residual(m);
                 CurvePlot {
                     id: "lipschitz",
                     y_label: "Lipschitz (ℓ2)",
@@ -1196,6 +1203,24 @@ impl App {
                 .ui(ui, &app.visible_runs())
             },
         );
+        if admm {
+            let h = (avail * 0.35 - 40.0).max(100.0);
+            self.titled(
+                ui,
+                "ADMM primal residual ‖W − Wbar‖ / ‖W‖ (Wbar: the weights projected onto the LipSDP set)",
+                "admm",
+                |ui, app| {
+                    CurvePlot {
+                        id: "admm",
+                        y_label: "residual",
+                        y_axis: YAxis::Log,
+                        height: h,
+                        keep: &residual,
+                    }
+                    .ui(ui, &app.visible_runs())
+                },
+            );
+        }
     }
 
     fn decision_ui(&mut self, ui: &mut Ui) {
@@ -1340,6 +1365,9 @@ impl eframe::App for App {
         self.stop_worker();
     }
 }
+
+/// The `metrics.jsonl` key of ADMM's primal residual (under `lipschitz`).
+const ADMM_RESIDUAL: &str = "admm_residual";
 
 impl App {
     /// Never leave a trainer running without its window: stop it and let it save.

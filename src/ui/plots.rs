@@ -248,7 +248,14 @@ fn bin_label(edges: &[f64], x: f64) -> String {
 fn log_tick(m: GridMark, _range: &RangeInclusive<f64>) -> String {
     let v = m.value;
     if (v - v.round()).abs() < 1e-9 {
-        format!("1e{}", v.round() as i64)
+        // Decades: plain numbers from 0.01 to 1000 (so "1", not "1e0"), else powers of ten.
+        let e = v.round() as i32;
+        if (-2..=3).contains(&e) {
+            let digits = (-e).max(0) as usize;
+            format!("{:.digits$}", 10f64.powi(e))
+        } else {
+            format!("1e{e}")
+        }
     } else {
         // Between decades: three significant digits.
         let x = 10f64.powf(v);
@@ -304,7 +311,25 @@ fn metric_color(m: &Metric) -> Color32 {
         Metric::R2 => PALETTE[5],
         Metric::FracExact => PALETTE[2],
         Metric::CertPgdGap => PALETTE[1],
-        Metric::Cert(name) | Metric::Lipschitz(name) => PALETTE[2 + name_index(name) % 8],
+        Metric::Cert(name) => PALETTE[2 + name_index(name) % 8],
+        // The Lipschitz tab shows up to eleven keys at once: a colour each, in this order.
+        Metric::Lipschitz(name) => {
+            const LIP: [&str; 11] = [
+                "power",
+                "gram",
+                "exact",
+                "product",
+                "lipsdp",
+                "empirical",
+                "train_bound",
+                "train_bound_max",
+                "admm_lipsdp",
+                "admm_projected_lipsdp",
+                "admm_residual",
+            ];
+            let i = LIP.iter().position(|n| *n == name).unwrap_or(LIP.len());
+            PALETTE[i % PALETTE.len()]
+        }
         Metric::Unstable(i) => PALETTE[*i % PALETTE.len()],
     }
 }
@@ -360,6 +385,10 @@ mod tests {
                 &(0.0..=1.0),
             )
         };
+        assert_eq!(tick(0.0), "1");
+        assert_eq!(tick(-2.0), "0.01");
+        assert_eq!(tick(3.0), "1000");
+        assert_eq!(tick(4.0), "1e4");
         assert_eq!(tick(0.8), "6.31");
         assert_eq!(tick(1.5), "31.6");
         assert_eq!(tick(-1.5), "0.0316");

@@ -616,8 +616,9 @@ fn cauchy(shape: &[i64], opts: (Kind, tch::Device)) -> Tensor {
     ((Tensor::rand(shape, opts) - 0.5) * std::f64::consts::PI).tan()
 }
 
-/// `(min, max)` of `lambda . x'` over the input set, `[B, S]` each: [`input_minimum`] of
-/// `lambda` and of `-lambda`, sharing the products with the centre and the radii.
+/// `(min, max)` of `lambda . x'` over the input set, `[B, S]` each, sharing the products with
+/// the centre and the radii. l_inf: exact over the clipped box. l_2: the tighter of the ball's
+/// `lambda . x -+ eps ||lambda||_2` and the box's (both sets contain the clipped ball).
 fn input_range(lambda: &Tensor, x: &Tensor, ball: Ball) -> (Tensor, Tensor) {
     let (lo, hi) = input_box(x, ball);
     let (lo, hi) = (lo.unsqueeze(1), hi.unsqueeze(1));
@@ -635,42 +636,37 @@ fn input_range(lambda: &Tensor, x: &Tensor, ball: Ball) -> (Tensor, Tensor) {
     }
 }
 
-/// `min lambda . x'` over the input set, `[B, S]`, and optionally the minimiser.
-/// l_inf: the exact minimum over the clipped box. l_2: the larger of the ball's minimum
-/// `lambda . x - eps ||lambda||_2` and the box's (both sets contain the clipped ball).
+/// `min lambda . x'` over the input set (the first half of [`input_range`]), `[B, S]`, and
+/// optionally a feasible point attaining the relaxed bound (`[B, S, ..input]`).
 fn input_minimum(
     lambda: &Tensor,
     x: &Tensor,
     ball: Ball,
     argmin: bool,
 ) -> (Tensor, Option<Tensor>) {
-    let (lo, hi) = input_box(x, ball);
-    let (lo, hi) = (lo.unsqueeze(1), hi.unsqueeze(1));
-    let centre = (&lo + &hi) / 2.0;
-    let radius = (&hi - &lo) / 2.0;
-    let box_value = dot_rest(lambda, &centre) - dot_rest(&lambda.abs(), &radius);
-    let box_arg = || select(&lambda.ge(0.0), &lo, &hi);
-    match ball.norm {
-        Norm::Linf => (box_value, argmin.then(box_arg)),
-        Norm::L2 => {
-            let x0 = x.unsqueeze(1);
-            let norm = sum_rest(&lambda.square()).clamp_min(1e-30).sqrt();
-            let ball_value = dot_rest(lambda, &x0) - &norm * ball.eps;
-            let value = ball_value.maximum(&box_value);
-            // The point returned must lie in the input set (ball and box), so that the real
-            // network's value there is feasible and r1 = p - m >= 0: the ball's minimiser
-            // projected onto the box (projection moves each coordinate towards x, which is in
-            // the box, so the point stays in the ball). A box corner, where the box value is
-            // the larger bound, can lie outside the l_2 ball: never returned.
-            let arg = argmin.then(|| {
-                let mut view = norm.size();
-                view.extend(std::iter::repeat(1).take(lambda.dim() - 2));
-                let step = lambda / norm.reshape(view.as_slice()) * ball.eps;
-                (&x0 - step).clamp(0.0, 1.0)
-            });
-            (value, arg)
-        }
+    let value = input_range(lambda, x, ball).0;
+    if !argmin {
+        return (value, None);
     }
+    let arg = match ball.norm {
+        Norm::Linf => {
+            let (lo, hi) = input_box(x, ball);
+            select(&lambda.ge(0.0), &lo.unsqueeze(1), &hi.unsqueeze(1))
+        }
+        // The point returned must lie in the input set (ball and box), so that the real
+        // network's value there is feasible and r1 = p - m >= 0: the ball's minimiser
+        // projected onto the box (projection moves each coordinate towards x, which is in the
+        // box, so the point stays in the ball). A box corner, where the box value is the larger
+        // bound, can lie outside the l_2 ball: never returned.
+        Norm::L2 => {
+            let norm = sum_rest(&lambda.square()).clamp_min(1e-30).sqrt();
+            let mut view = norm.size();
+            view.extend(std::iter::repeat(1).take(lambda.dim() - 2));
+            let step = lambda / norm.reshape(view.as_slice()) * ball.eps;
+            (x.unsqueeze(1) - step).clamp(0.0, 1.0)
+        }
+    };
+    (value, Some(arg))
 }
 
 /// The rows `e_y - e_t` of the margin specification, `[B, K, K]` (row `y` is zero).

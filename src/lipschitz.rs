@@ -2120,19 +2120,20 @@ mod tests {
     }
 
     /// The Jacobian `[out, in]` of a layer at a point `x` `[1, in]`, by autograd.
-    fn jacobian(layer: &Layer, x: &Tensor) -> Tensor {
+    /// The Jacobian `[outputs, inputs]` (double) of `f` at one point `x` (`[1, ..]`), a row
+    /// per output by autograd.
+    fn jacobian(f: &dyn Fn(&Tensor) -> Tensor, x: &Tensor) -> Tensor {
         let xa = x.detach().set_requires_grad(true);
-        let y = layer.forward(&xa);
-        let k = y.size()[1];
-        let rows: Vec<Tensor> = (0..k)
+        let y = f(&xa).reshape([1, -1]);
+        let rows: Vec<Tensor> = (0..y.size()[1])
             .map(|i| {
                 Tensor::run_backward(&[y.select(1, i).sum(y.kind())], &[&xa], true, false)
                     .pop()
                     .unwrap()
-                    .squeeze_dim(0)
+                    .reshape([-1])
             })
             .collect();
-        Tensor::stack(&rows, 0)
+        Tensor::stack(&rows, 0).to_kind(Kind::Double)
     }
 
     #[test]
@@ -2169,7 +2170,7 @@ mod tests {
                     let mut worst: f64 = 0.0;
                     for _ in 0..20 {
                         let x = Tensor::randn([1, d], o) * 2.0;
-                        let j = jacobian(layer, &x).to_kind(Kind::Double);
+                        let j = jacobian(&|t| layer.forward(t), &x);
                         worst = worst.max(exact_dense(&j));
                     }
                     assert!(
@@ -2191,20 +2192,11 @@ mod tests {
                     q_log: Tensor::zeros([h], o),
                 };
                 let x = Tensor::randn([1, d], o);
-                let raw = {
-                    let xa = x.detach().set_requires_grad(true);
-                    let y = &xa - xa.linear(&w, Some(&b)).relu().matmul(&w) * 2.0;
-                    let rows: Vec<Tensor> = (0..d)
-                        .map(|i| {
-                            Tensor::run_backward(&[y.select(1, i).sum(kind)], &[&xa], true, false)
-                                .pop()
-                                .unwrap()
-                                .squeeze_dim(0)
-                        })
-                        .collect();
-                    exact_dense(&Tensor::stack(&rows, 0).to_kind(Kind::Double))
-                };
-                let scaled = exact_dense(&jacobian(&naive, &x).to_kind(Kind::Double));
+                let raw = exact_dense(&jacobian(
+                    &|xa| xa - xa.linear(&w, Some(&b)).relu().matmul(&w) * 2.0,
+                    &x,
+                ));
+                let scaled = exact_dense(&jacobian(&|t| naive.forward(t), &x));
                 assert!(raw > 2.0 && scaled <= 1.0 + 1e-5, "raw {raw}, sll {scaled}");
             }
         }
@@ -2227,18 +2219,8 @@ mod tests {
                 let mut worst: f64 = 0.0;
                 for _ in 0..10 {
                     let x = Tensor::randn([1, c, n, n], o);
-                    let xa = x.set_requires_grad(true);
-                    let y = layer.forward(&xa).reshape([1, -1]);
-                    assert_eq!(y.size()[1], c * n * n, "same shape out");
-                    let rows: Vec<Tensor> = (0..c * n * n)
-                        .map(|i| {
-                            Tensor::run_backward(&[y.select(1, i).sum(kind)], &[&xa], true, false)
-                                .pop()
-                                .unwrap()
-                                .reshape([-1])
-                        })
-                        .collect();
-                    let j = Tensor::stack(&rows, 0).to_kind(Kind::Double);
+                    let j = jacobian(&|t| layer.forward(t), &x);
+                    assert_eq!(j.size(), [c * n * n, c * n * n], "same shape out");
                     worst = worst.max(exact_dense(&j));
                 }
                 assert!(worst <= 1.0 + 1e-5, "conv SLL {c}->{inner} k{k}: {worst}");
@@ -2269,18 +2251,9 @@ mod tests {
             });
             let mut worst: f64 = 0.0;
             for _ in 0..8 {
-                let x =
-                    Tensor::rand([1, 2, 5, 5], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-                let y = net.forward(&x);
-                let rows: Vec<Tensor> = (0..4)
-                    .map(|i| {
-                        Tensor::run_backward(&[y.select(1, i).sum(Kind::Float)], &[&x], true, false)
-                            .pop()
-                            .unwrap()
-                            .reshape([-1])
-                    })
-                    .collect();
-                let j = Tensor::stack(&rows, 0).to_kind(Kind::Double);
+                let x = Tensor::rand([1, 2, 5, 5], (Kind::Float, Device::Cpu));
+                let j = jacobian(&|t| net.forward(t), &x);
+                assert_eq!(j.size(), [4, 50]);
                 worst = worst.max(exact_dense(&j));
             }
             assert!(

@@ -150,10 +150,13 @@ pub fn bench_bounds_cmd(
     for arch in archs {
         let mut cfg = fashion_mlp_config();
         cfg.model.arch = arch;
-        let prep = train::prepare(&cfg, dev)?;
-        let mut opt = train::optimizer(&prep.net, &cfg)?;
-        let n = prep.data.train_len();
         for (name, relaxed) in &methods {
+            // Every method starts from the same fresh network (seeded), as the peer script
+            // does: the exact bounds get cheaper as training stabilises neurons, so timing one
+            // method on a network the previous methods trained would flatter it.
+            let prep = train::prepare(&cfg, dev)?;
+            let mut opt = train::optimizer(&prep.net, &cfg)?;
+            let n = prep.data.train_len();
             let exact = matches!(relaxed, Some(r) if r.inter == Intermediate::Exact);
             let count = if arch == Arch::SmallConv && exact {
                 (steps / 10).max(2)

@@ -33,7 +33,7 @@ pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<(
     };
     let choice = crate::config::DeviceChoice::parse(device)
         .with_context(|| format!("--device `{device}` is not one of: auto, cpu, cuda"))?;
-    let dev = train::pick_device(choice)?;
+    let dev = crate::device::pick_device(choice)?;
     let mut prep = train::prepare(&cfg, dev)?;
     let mut opt = train::optimizer(&prep.net, &cfg)?;
     let n = prep.data.train_len();
@@ -77,7 +77,7 @@ pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<(
         cfg.train.method.name(),
         prep.net.describe(),
         batch,
-        train::device_name(dev),
+        crate::device::device_name(dev),
         tch::get_num_threads(),
         samples,
         secs,
@@ -108,7 +108,7 @@ pub fn bench_bounds_cmd(
     use crate::config::Norm;
     let choice = crate::config::DeviceChoice::parse(device)
         .with_context(|| format!("--device `{device}` is not one of: auto, cpu, cuda"))?;
-    let dev = train::pick_device(choice)?;
+    let dev = crate::device::pick_device(choice)?;
     let ball = Ball {
         eps: 0.1,
         norm: Norm::Linf,
@@ -144,7 +144,7 @@ pub fn bench_bounds_cmd(
     };
     println!(
         "certified-training steps, Fashion-MNIST, batch {batch}, l_inf eps 0.1, {} ({} threads)",
-        train::device_name(dev),
+        crate::device::device_name(dev),
         tch::get_num_threads()
     );
     for arch in archs {
@@ -204,7 +204,7 @@ pub fn bench_lipschitz_cmd(device: &str) -> Result<()> {
     use crate::lipschitz;
     let choice = crate::config::DeviceChoice::parse(device)
         .with_context(|| format!("--device `{device}` is not one of: auto, cpu, cuda"))?;
-    let dev = train::pick_device(choice)?;
+    let dev = crate::device::pick_device(choice)?;
     let sync = || {
         if let tch::Device::Cuda(i) = dev {
             tch::Cuda::synchronize(i as i64);
@@ -224,7 +224,7 @@ pub fn bench_lipschitz_cmd(device: &str) -> Result<()> {
     };
     println!(
         "Lipschitz estimators on {} ({} threads); rel. error = (estimate - exact) / exact",
-        train::device_name(dev),
+        crate::device::device_name(dev),
         tch::get_num_threads()
     );
     println!(

@@ -9,9 +9,10 @@
 //! The backward pass keeps, for each example and each specification row, a linear function of
 //! one layer's output, `lambda . h + offset`, and walks it back to the input, replacing each
 //! ReLU by one of its two relaxation lines (DESIGN.md, "Backward linear relaxation").
-use crate::config::{Norm, TrainConfig};
+pub use crate::config::BoundMethod;
+use crate::config::Norm;
 use crate::metrics::GapStats;
-use crate::model::{Layer, Network};
+use crate::model::{layer_shapes, layers_f64, Layer, Network};
 use tch::{Kind, Tensor};
 
 /// The perturbation set around each input: `{x' : ||x' - x|| <= eps, 0 <= x' <= 1}`.
@@ -21,38 +22,8 @@ pub struct Ball {
     pub norm: Norm,
 }
 
-/// Which bound to compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BoundMethod {
-    /// Interval bound propagation through every layer.
-    Ibp,
-    /// IBP intermediate bounds, CROWN relaxation for the output (Zhang et al. 2020).
-    CrownIbp,
-    /// Fast-Lin relaxation (lower line slope `u / (u - l)`) with exact intermediate bounds; the
-    /// convex outer polytope of Wong & Kolter gives the same bound.
-    Fastlin,
-    /// CROWN relaxation (adaptive lower line) with exact intermediate bounds.
-    Crown,
-}
-
+// `BoundMethod` is a closed list the user writes (config); what each one computes is here.
 impl BoundMethod {
-    pub const ALL: [BoundMethod; 4] = [
-        BoundMethod::Ibp,
-        BoundMethod::CrownIbp,
-        BoundMethod::Fastlin,
-        BoundMethod::Crown,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            BoundMethod::Ibp => "ibp",
-            BoundMethod::CrownIbp => "crown-ibp",
-            BoundMethod::Fastlin => "fastlin",
-            BoundMethod::Crown => "crown",
-        }
-    }
-    pub fn parse(s: &str) -> Option<BoundMethod> {
-        Self::ALL.into_iter().find(|m| m.name() == s)
-    }
     /// The linear relaxation behind the method; `None` for IBP.
     pub fn relaxed(self) -> Option<Relaxed> {
         match self {
@@ -199,19 +170,6 @@ pub fn apply_linear(layer: &Layer, w: &Tensor, x: &Tensor) -> Tensor {
 
 // ---------------------------------------------------------------------------------------------
 // Backward linear relaxation
-
-/// The shape (without the batch dimension) of the input of every layer, and of the output.
-fn layer_shapes(layers: &[Layer], x: &Tensor) -> Vec<Vec<i64>> {
-    tch::no_grad(|| {
-        let mut h = x.narrow(0, 0, 1).zeros_like();
-        let mut shapes = vec![h.size()[1..].to_vec()];
-        for layer in layers {
-            h = layer.forward(&h);
-            shapes.push(h.size()[1..].to_vec());
-        }
-        shapes
-    })
-}
 
 fn numel(shape: &[i64]) -> i64 {
     shape.iter().product()
@@ -966,23 +924,6 @@ fn tightness_batch(
     out
 }
 
-/// Edges of the histogram of `p_t - m_t`: 0, then decades from 1e-6 to 1e4 (the last bin also
-/// holds everything above).
-pub fn gap_hist_edges() -> Vec<f64> {
-    let mut e = vec![0.0];
-    e.extend((-6..=4).map(|p| 10f64.powi(p)));
-    e
-}
-
-/// Copies of the layers in double precision (detached), for statistics that compare bounds
-/// against feasible values at a relative tolerance float32 cannot resolve.
-fn layers_f64(layers: &[Layer]) -> Vec<Layer> {
-    layers
-        .iter()
-        .map(|l| l.map_tensors(&|t| t.detach().to_kind(Kind::Double)))
-        .collect()
-}
-
 /// Tightness statistics of a linear relaxation on a set, in batches, without gradients, in
 /// double precision; `None` for IBP.
 pub fn gap_stats(
@@ -998,7 +939,7 @@ pub fn gap_stats(
     if n == 0 {
         return None;
     }
-    let edges = gap_hist_edges();
+    let edges = crate::metrics::gap_hist_edges();
     let mut counts = vec![0u64; edges.len() - 1];
     let mut unstable: Vec<f64> = Vec::new();
     let (mut r1_sum, mut r2_sum, mut exact) = (0.0, 0.0, 0i64);
@@ -1050,85 +991,6 @@ pub fn gap_stats(
         hist_counts: counts,
         cert_pgd_gap: None,
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Certified training
-
-/// The certified-training terms of one batch: the robust cross-entropy and the weighted
-/// tightness regularizers (already scaled by their warm-up).
-pub struct CertifiedLoss {
-    pub robust: Tensor,
-    pub regularizer: Option<Tensor>,
-}
-
-/// The robust part of a certified-training loss: cross-entropy on `-m` where `m` is the
-/// margin lower bound of the method (`m_y = 0`), plus `r1_weight r1 + r2_weight r2` (means
-/// over the batch, weights warmed up) for the linear relaxations.
-///
-/// IBP: `m_ibp`. CROWN-IBP: `beta m_crown_ibp + (1 - beta) m_ibp` (the CROWN part skipped once
-/// beta is 0, as the reference does). Fast-Lin: exact intermediate bounds, or random projections
-/// of dimension `tc.proj_dim` when that is > 0.
-pub fn certified_training_loss(
-    net: &Network,
-    x: &Tensor,
-    y: &Tensor,
-    ball: Ball,
-    tc: &TrainConfig,
-    sched: &crate::train::Schedule,
-) -> CertifiedLoss {
-    use crate::config::Method;
-    let ce =
-        |m: &Tensor| (-m).cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, 0.0);
-    let relaxed = match tc.method {
-        Method::CrownIbp => BoundMethod::CrownIbp.relaxed(),
-        Method::Fastlin => Some(Relaxed {
-            relax: Relaxation::Fastlin,
-            inter: if tc.proj_dim > 0 {
-                Intermediate::Projection {
-                    dim: tc.proj_dim as i64,
-                }
-            } else {
-                Intermediate::Exact
-            },
-        }),
-        _ => None,
-    };
-    let (w1, w2) = (
-        tc.r1_weight * sched.reg_factor,
-        tc.r2_weight * sched.reg_factor,
-    );
-    let Some(relaxed) = relaxed else {
-        return CertifiedLoss {
-            robust: ce(&ibp_margin(&net.layers, x, y, ball)),
-            regularizer: None,
-        };
-    };
-    let crown_ibp = tc.method == Method::CrownIbp;
-    let want_reg = w1 > 0.0 || w2 > 0.0;
-    let needs_relaxed = !crown_ibp || sched.beta > 0.0 || want_reg;
-    let (m_relaxed, regularizer) = if !needs_relaxed {
-        (None, None)
-    } else if want_reg {
-        let t = tightness(net, x, y, ball, relaxed);
-        let reg = t.r1.mean(None::<Kind>) * w1 + t.r2.mean(None::<Kind>) * w2;
-        (Some(t.margin_lower), Some(reg))
-    } else {
-        (Some(margin_lower_relaxed(net, x, y, ball, relaxed)), None)
-    };
-    let m = match (crown_ibp, m_relaxed) {
-        (true, Some(mc)) if sched.beta >= 1.0 => mc,
-        (true, Some(mc)) => {
-            mc * sched.beta + ibp_margin(&net.layers, x, y, ball) * (1.0 - sched.beta)
-        }
-        (true, None) => ibp_margin(&net.layers, x, y, ball),
-        (false, Some(mc)) => mc,
-        (false, None) => unreachable!("Fast-Lin always computes its bound"),
-    };
-    CertifiedLoss {
-        robust: ce(&m),
-        regularizer,
-    }
 }
 
 #[cfg(test)]
@@ -1742,89 +1604,5 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_training_loss_reaches_every_weight() {
-        for conv_net in [false, true] {
-            for (method, proj_dim, r1, r2) in [
-                (Method::Ibp, 0, 0.0, 0.0),
-                (Method::CrownIbp, 0, 0.0, 0.0),
-                (Method::CrownIbp, 0, 0.5, 0.5),
-                (Method::Fastlin, 0, 0.5, 0.5),
-                (Method::Fastlin, 16, 0.0, 0.5),
-            ] {
-                tch::manual_seed(2);
-                let (net, x) = if conv_net {
-                    let specs = vec![
-                        conv(1, 4, 4, 2, 1),
-                        LayerSpec::Relu,
-                        conv(4, 4, 3, 1, 1),
-                        LayerSpec::Relu,
-                        LayerSpec::Flatten,
-                        lin(36, 10),
-                        LayerSpec::Relu,
-                        lin(10, 3),
-                    ];
-                    (
-                        Network::new(specs, &[1, 7, 7], 3, Device::Cpu),
-                        Tensor::rand([8, 1, 7, 7], (Kind::Float, Device::Cpu)),
-                    )
-                } else {
-                    let specs = vec![
-                        lin(5, 10),
-                        LayerSpec::Relu,
-                        lin(10, 10),
-                        LayerSpec::Relu,
-                        lin(10, 3),
-                    ];
-                    (
-                        Network::new(specs, &[5], 3, Device::Cpu),
-                        Tensor::rand([8, 5], (Kind::Float, Device::Cpu)),
-                    )
-                };
-                let y = Tensor::randint(3, [8], (Kind::Int64, Device::Cpu));
-                let tc = TrainConfig {
-                    method,
-                    proj_dim,
-                    r1_weight: r1,
-                    r2_weight: r2,
-                    ..TrainConfig::default()
-                };
-                let sched = crate::train::Schedule {
-                    eps: 0.1,
-                    beta: 0.5,
-                    kappa: 0.5,
-                    reg_factor: 1.0,
-                };
-                let c = certified_training_loss(
-                    &net,
-                    &x,
-                    &y,
-                    Ball {
-                        eps: 0.1,
-                        norm: Norm::Linf,
-                    },
-                    &tc,
-                    &sched,
-                );
-                assert_eq!(c.regularizer.is_some(), r1 + r2 > 0.0);
-                let loss = match c.regularizer {
-                    Some(r) => {
-                        assert!(r.double_value(&[]) >= 0.0);
-                        c.robust + r
-                    }
-                    None => c.robust,
-                };
-                loss.backward();
-                for (i, p) in net.parameters().iter().enumerate() {
-                    let g = p.grad();
-                    assert!(
-                        g.defined(),
-                        "{method:?} conv={conv_net}: parameter {i} has no gradient"
-                    );
-                    let norm = g.norm().double_value(&[]);
-                    assert!(norm.is_finite() && norm > 0.0, "{method:?} proj {proj_dim} conv={conv_net}: parameter {i} gradient norm {norm}");
-                }
-            }
-        }
-    }
+
 }

@@ -388,7 +388,7 @@ fn lipschitz_cmd(
             if list.is_empty() {
                 bail!(
                     "--methods is empty: expected a comma-separated list of {}",
-                    crate::config::LIPSCHITZ_ESTIMATORS.join(", ")
+                    Estimator::ALL.map(Estimator::name).join(", ")
                 );
             }
             list
@@ -464,7 +464,7 @@ fn info_cmd() {
         "torch lib: {}",
         option_env!("CERTLAB_TORCH_LIB").unwrap_or("unknown")
     );
-    println!("device picked (auto): {}", train::device_name(device));
+    println!("device picked (auto): {}", crate::device::device_name(device));
     println!(
         "cuda available: {} ({} device(s), cudnn {})",
         tch::Cuda::is_available(),
@@ -494,7 +494,7 @@ fn run_cmd(
             problems
         });
     }
-    let dev = train::pick_device(cfg.device)?;
+    let dev = crate::device::pick_device(cfg.device)?;
     let target = match out {
         Some(d) => RunTarget::Dir(d),
         None => RunTarget::Under(PathBuf::from("runs")),

@@ -47,11 +47,7 @@ pub fn specs_from_config(cfg: &ExperimentConfig) -> Vec<RobustSpec> {
         .map(|&eps| RobustSpec {
             eps,
             norm: e.norm,
-            bounds: e
-                .bounds
-                .iter()
-                .filter_map(|b| BoundMethod::parse(b))
-                .collect(),
+            bounds: e.bounds.clone(),
             pgd_steps: e.pgd_steps,
             pgd_restarts: e.pgd_restarts,
             pgd_loss: AttackLoss::CrossEntropy,
@@ -509,7 +505,7 @@ pub fn load_trained(
     let run = crate::run::load_run(run_dir)?;
     let choice = crate::config::DeviceChoice::parse(device)
         .with_context(|| format!("--device `{device}`: expected auto, cpu or cuda"))?;
-    let device = crate::train::pick_device(choice)?;
+    let device = crate::device::pick_device(choice)?;
     let prep = crate::train::prepare(&run.config, device)?;
     let mut net = prep.net;
     let model_file = if best {
@@ -668,7 +664,7 @@ pub fn eval_cmd(opts: &EvalOptions) -> anyhow::Result<i32> {
         Some(names) => parse_methods(names).map_err(anyhow::Error::msg)?,
         None => {
             let mut names = vec!["clean".to_string(), "pgd".to_string()];
-            names.extend(cfg.eval.bounds.iter().cloned());
+            names.extend(cfg.eval.bounds.iter().map(|b| b.name().to_string()));
             parse_methods(&names).map_err(anyhow::Error::msg)?
         }
     };
@@ -739,7 +735,7 @@ pub fn eval_cmd(opts: &EvalOptions) -> anyhow::Result<i32> {
             opts.eps,
             norm.name(),
             report.n,
-            crate::train::device_name(device)
+            crate::device::device_name(device)
         );
         println!(
             "{:<12} {:>9} {:>8} {:>10} {:>12}",
@@ -948,7 +944,7 @@ mod tests {
         cfg.train.ramp_epochs = 2;
         cfg.train.batch_size = 32;
         cfg.eval.eps = vec![0.0, 0.02, 0.05, 0.1];
-        cfg.eval.bounds = TESTED_BOUNDS.iter().map(|m| m.name().to_string()).collect();
+        cfg.eval.bounds = TESTED_BOUNDS.to_vec();
         cfg.eval.pgd_steps = 20;
         cfg.eval.pgd_restarts = 2;
         cfg.eval.robust_subset = 0; // the whole test split, so clean_acc is on the same points

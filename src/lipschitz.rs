@@ -30,17 +30,16 @@
 //! layer as applied; they are the `exact` and `gram` values reported for conv layers of a
 //! network, while `power` runs on the layer as applied (zero padding and stride) and stays
 //! below the layer's true norm.
-use crate::config::{LipBound, LIPSCHITZ_ESTIMATORS};
+pub use crate::config::Estimator;
+use crate::config::LipBound;
 pub use crate::model::gram_bound;
-use crate::model::{Layer, Network};
+use crate::model::{layers_f64, Layer, Network};
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LipError {
-    #[error("unknown Lipschitz estimator `{0}`: expected one of power, gram, exact, product, lipsdp, empirical")]
-    UnknownEstimator(String),
     #[error("Lipschitz estimator `{estimator}`: {message}")]
     Unsupported {
         estimator: &'static str,
@@ -50,52 +49,6 @@ pub enum LipError {
     Solver(String),
     #[error("Lipschitz estimator `empirical` needs data points")]
     NoData,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Estimator {
-    Power,
-    Gram,
-    Exact,
-    Product,
-    Lipsdp,
-    Empirical,
-}
-
-impl Estimator {
-    pub const ALL: [Estimator; 6] = [
-        Estimator::Power,
-        Estimator::Gram,
-        Estimator::Exact,
-        Estimator::Product,
-        Estimator::Lipsdp,
-        Estimator::Empirical,
-    ];
-    pub fn name(self) -> &'static str {
-        LIPSCHITZ_ESTIMATORS[self as usize]
-    }
-    pub fn parse(s: &str) -> Option<Estimator> {
-        Self::ALL.into_iter().find(|e| e.name() == s)
-    }
-    /// Parses a list of names; an unknown name is an error naming it.
-    pub fn parse_list(names: &[String]) -> Result<Vec<Estimator>, LipError> {
-        let mut out = Vec::new();
-        for n in names {
-            let n = n.trim();
-            if n.is_empty() {
-                continue;
-            }
-            let e = Self::parse(n).ok_or_else(|| LipError::UnknownEstimator(n.to_string()))?;
-            if !out.contains(&e) {
-                out.push(e);
-            }
-        }
-        Ok(out)
-    }
-    /// Whether the estimator has a per-layer value.
-    pub fn per_layer(self) -> bool {
-        matches!(self, Estimator::Power | Estimator::Gram | Estimator::Exact)
-    }
 }
 
 /// Knobs of the estimators.
@@ -284,29 +237,6 @@ pub fn dense_matrix(
 // ---------------------------------------------------------------------------------------------
 // Networks
 
-/// The input shape (without batch) of every layer, and the output shape at the end.
-pub fn layer_input_shapes(net: &Network) -> Vec<Vec<i64>> {
-    tch::no_grad(|| {
-        let mut shape = vec![1];
-        shape.extend_from_slice(&net.input_shape);
-        let mut h = Tensor::zeros(shape.as_slice(), (Kind::Float, net.device()));
-        let mut shapes = vec![h.size()[1..].to_vec()];
-        for layer in &net.layers {
-            h = layer.forward(&h);
-            shapes.push(h.size()[1..].to_vec());
-        }
-        shapes
-    })
-}
-
-/// Detached double-precision copies of the layers.
-pub fn layers_f64(layers: &[Layer]) -> Vec<Layer> {
-    layers
-        .iter()
-        .map(|l| l.map_tensors(&|t| t.detach().to_kind(Kind::Double)))
-        .collect()
-}
-
 fn forward_layers(layers: &[Layer], x: &Tensor) -> Tensor {
     layers.iter().fold(x.shallow_clone(), |h, l| l.forward(&h))
 }
@@ -488,7 +418,7 @@ pub fn estimate(
     data: Option<&Tensor>,
     s: &Settings,
 ) -> Result<Report, LipError> {
-    let shapes = layer_input_shapes(net);
+    let shapes = net.layer_shapes();
     let mut report = Report::default();
     let mut per_layer: Vec<LayerValues> = net
         .layers
@@ -1104,9 +1034,8 @@ fn clarabel_t(p: &SdpProblem) -> Result<Tensor, LipError> {
     Ok(Tensor::from_slice(&t).to_device(p.ws[0].device()))
 }
 
-/// The largest LMI (inputs + hidden neurons + outputs) [`admm_projection`] takes: clarabel's
-/// PSD cone is dense in the packed triangle, so its cost grows with the sixth power of this.
-pub const ADMM_MAX_DIM: i64 = 64;
+// The largest LMI [`admm_projection`] takes is a config limit (validated before a run starts).
+use crate::config::ADMM_MAX_DIM;
 
 /// Seed 000's ADMM second step: the weights `Wbar_0..Wbar_m` nearest (Frobenius) to `v` whose
 /// LipSDP-Neuron certificate with the multipliers `t` (one per hidden neuron, held fixed:
@@ -1555,7 +1484,7 @@ pub fn certificate_parts(net: &Network, iters: u32) -> Option<CertificateParts> 
     if w.dim() != 2 {
         return None;
     }
-    let shapes = layer_input_shapes(net);
+    let shapes = net.layer_shapes();
     let n = net.layers.len();
     let body = tch::no_grad(|| {
         let layers = layers_f64(&net.layers[..n - 1]);
@@ -2370,7 +2299,7 @@ mod tests {
         cfg.train.lip_target = 1.5;
         cfg.train.lip_weight = 0.0;
         cfg.optimizer.lr = 0.05; // large steps push the weights up between projections
-        cfg.eval.lipschitz = vec!["exact".into(), "gram".into(), "empirical".into()];
+        cfg.eval.lipschitz = vec![Estimator::Exact, Estimator::Gram, Estimator::Empirical];
         let (prep, events) = train_run(&cfg);
         let recs = records(&events);
         assert_eq!(recs.len(), 4);
@@ -2477,7 +2406,7 @@ mod tests {
             let parts = certificate_parts(net, 6).unwrap();
             if arch == Arch::Mlp {
                 // The body bound is LipSDP's when that is tighter than the Gram product.
-                let shapes = layer_input_shapes(net);
+                let shapes = net.layer_shapes();
                 let n = net.layers.len();
                 let gram_body: f64 = tch::no_grad(|| {
                     (0..n - 1)
@@ -2547,7 +2476,7 @@ mod tests {
         cfg.eval.bounds = vec![];
         cfg.eval.pgd_steps = 20;
         cfg.eval.robust_subset = 0;
-        cfg.eval.lipschitz = vec!["power".into(), "exact".into(), "empirical".into()];
+        cfg.eval.lipschitz = vec![Estimator::Power, Estimator::Exact, Estimator::Empirical];
         cfg.device = crate::config::DeviceChoice::Cpu;
         let (prep, events) = train_run(&cfg);
         let recs = records(&events);
@@ -2588,8 +2517,8 @@ mod tests {
     fn config_refuses_bounds_on_one_lipschitz_nets() {
         let mut cfg = moons_cfg(Arch::Sll, Method::Ibp);
         cfg.train.eps = 0.1;
-        cfg.eval.bounds = vec!["ibp".into()];
-        cfg.eval.lipschitz = vec!["lipsdp".into()];
+        cfg.eval.bounds = vec![crate::config::BoundMethod::Ibp];
+        cfg.eval.lipschitz = vec![Estimator::Lipsdp];
         let fields: Vec<String> = cfg.validate().into_iter().map(|p| p.field).collect();
         for f in ["eval.bounds", "train.method", "eval.lipschitz"] {
             assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");

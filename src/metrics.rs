@@ -106,6 +106,38 @@ pub struct DecisionMap {
     pub norm_l2: bool,
 }
 
+/// Edges of the histogram of `p_t - m_t`: 0, then decades from 1e-6 to 1e4 (the last bin also
+/// holds everything above).
+pub fn gap_hist_edges() -> Vec<f64> {
+    let mut e = vec![0.0];
+    e.extend((-6..=4).map(|p| 10f64.powi(p)));
+    e
+}
+
+/// Keys of [`EvalRecord::cert_acc`] and [`EvalRecord::lipschitz`] that are not a bound method
+/// or an estimator name.
+pub mod key {
+    /// `cert_acc`: the l_2 certificate from a Lipschitz bound.
+    pub const LIPSCHITZ_CERT: &str = "lipschitz";
+    /// `lipschitz`: the guaranteed bound `method = "lipschitz"` controls, after the epoch.
+    pub const TRAIN_BOUND: &str = "train_bound";
+    /// `lipschitz`: its largest value after any optimiser step of the epoch (`lip_target`).
+    pub const TRAIN_BOUND_MAX: &str = "train_bound_max";
+    /// `lipschitz`: LipSDP of the network trained with ADMM, and of its projected weights.
+    pub const ADMM_LIPSDP: &str = "admm_lipsdp";
+    pub const ADMM_PROJECTED_LIPSDP: &str = "admm_projected_lipsdp";
+    /// `lipschitz`: the ADMM primal residual `||W - Wbar||_F / ||W||_F`.
+    pub const ADMM_RESIDUAL: &str = "admm_residual";
+    /// The extra `lipschitz` keys in the order the Lipschitz tab colours them.
+    pub const LIPSCHITZ_EXTRA: [&str; 5] = [
+        TRAIN_BOUND,
+        TRAIN_BOUND_MAX,
+        ADMM_LIPSDP,
+        ADMM_PROJECTED_LIPSDP,
+        ADMM_RESIDUAL,
+    ];
+}
+
 impl EvalRecord {
     pub fn to_json_line(&self) -> String {
         // Plain numbers and strings only: serialisation cannot fail.

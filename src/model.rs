@@ -572,6 +572,29 @@ pub fn architecture(
     Ok(specs)
 }
 
+/// The shape (without the batch dimension) of the input of every layer and, last, of the
+/// output, found by a forward pass of one zero example shaped like `x`'s rows.
+pub fn layer_shapes(layers: &[Layer], x: &Tensor) -> Vec<Vec<i64>> {
+    tch::no_grad(|| {
+        let mut h = x.narrow(0, 0, 1).zeros_like();
+        let mut shapes = vec![h.size()[1..].to_vec()];
+        for layer in layers {
+            h = layer.forward(&h);
+            shapes.push(h.size()[1..].to_vec());
+        }
+        shapes
+    })
+}
+
+/// Detached double-precision copies of the layers, for statistics and certificates that need
+/// a tolerance float32 cannot resolve.
+pub fn layers_f64(layers: &[Layer]) -> Vec<Layer> {
+    layers
+        .iter()
+        .map(|l| l.map_tensors(&|t| t.detach().to_kind(Kind::Double)))
+        .collect()
+}
+
 pub struct Network {
     pub vs: nn::VarStore,
     pub layers: Vec<Layer>,
@@ -773,6 +796,13 @@ impl Network {
                 _ => vec![],
             })
             .collect()
+    }
+
+    /// [`layer_shapes`] of this network's input.
+    pub fn layer_shapes(&self) -> Vec<Vec<i64>> {
+        let mut shape = vec![1];
+        shape.extend_from_slice(&self.input_shape);
+        layer_shapes(&self.layers, &Tensor::zeros(shape.as_slice(), (Kind::Float, self.device())))
     }
 
     pub fn num_parameters(&self) -> i64 {

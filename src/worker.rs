@@ -6,7 +6,7 @@
 use crate::config::ExperimentConfig;
 use crate::run::{RunWriter, Summary};
 use crate::train::{self, Control};
-pub use crate::train::{Command, Event, Level, Outcome};
+pub use crate::protocol::{Command, Event, Level, Outcome};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -82,7 +82,7 @@ pub fn spawn_for(
     target: RunTarget,
     wake: Box<dyn Fn() + Send>,
 ) -> Result<WorkerHandle, String> {
-    let device = train::pick_device(cfg.device).map_err(|e| e.to_string())?;
+    let device = crate::device::pick_device(cfg.device).map_err(|e| e.to_string())?;
     spawn(cfg, target, device, wake).map_err(|e| format!("cannot start the trainer thread: {e}"))
 }
 
@@ -174,10 +174,10 @@ fn run_captured(
             Outcome::Failed(format!("the trainer crashed: {msg}"))
         }
     };
-    let (name, error) = match &outcome {
-        Outcome::Completed => ("completed", None),
-        Outcome::Cancelled => ("cancelled", None),
-        Outcome::Failed(e) => ("failed", Some(e.clone())),
+    let name = outcome.name();
+    let error = match &outcome {
+        Outcome::Failed(e) => Some(e.clone()),
+        _ => None,
     };
     if let Some(e) = &error {
         run.log(&format!("error: {e}"));
@@ -191,7 +191,7 @@ fn run_captured(
         outcome: name.into(),
         error,
         elapsed_s: started.elapsed().as_secs_f64(),
-        device: train::device_name(device),
+        device: crate::device::device_name(device),
     });
     outcome
 }

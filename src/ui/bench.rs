@@ -40,7 +40,7 @@ pub fn synthetic_run(k: usize, epochs: u32) -> RunSeries {
             r1_mean: 10f64.powf(1.0 - 3.0 * t),
             r2_mean: 10f64.powf(0.5 - 3.0 * t),
             frac_exact: t,
-            hist_edges: crate::bounds::gap_hist_edges(),
+            hist_edges: crate::metrics::gap_hist_edges(),
             hist_counts: (0..11).map(|b| (b * 7 + e as u64) % 50).collect(),
             cert_pgd_gap: Some(0.2),
         });

@@ -2,7 +2,7 @@
 //! value marked where it is with the reason `ExperimentConfig::validate` gives.
 use crate::config::{
     Arch, DatasetKind, DeviceChoice, ExperimentConfig, FieldError, LipBound, LrSchedule, Method,
-    Norm, OptimizerKind, Ramp, BOUND_METHODS, LIPSCHITZ_ESTIMATORS,
+    Norm, OptimizerKind, Ramp, BoundMethod, Estimator,
 };
 use egui::{Color32, RichText, Ui};
 
@@ -393,7 +393,7 @@ impl Designer {
                 norm_combo(ui, "eval-norm", &mut e.norm)
             });
             row(ui, "Certify with", problems, "eval.bounds", |ui| {
-                checkbox_list(ui, &mut e.bounds, &BOUND_METHODS)
+                checkbox_list(ui, &mut e.bounds, &BoundMethod::ALL, BoundMethod::name)
             });
             row(
                 ui,
@@ -424,7 +424,7 @@ impl Designer {
                 "Lipschitz estimates",
                 problems,
                 "eval.lipschitz",
-                |ui| checkbox_list(ui, &mut e.lipschitz, &LIPSCHITZ_ESTIMATORS),
+                |ui| checkbox_list(ui, &mut e.lipschitz, &Estimator::ALL, Estimator::name),
             );
         });
     }
@@ -526,13 +526,18 @@ fn eps_value(ui: &mut Ui, v: &mut f64) -> egui::Response {
     ui.add(egui::DragValue::new(v).speed(0.001).max_decimals(4))
 }
 
-/// Checkboxes for a set of names, two per line.
-fn checkbox_list(ui: &mut Ui, list: &mut Vec<String>, names: &[&str]) -> egui::Response {
+/// Checkboxes for the members of a closed list, two per line.
+fn checkbox_list<T: Copy + PartialEq>(
+    ui: &mut Ui,
+    list: &mut Vec<T>,
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+) -> egui::Response {
     ui.vertical(|ui| {
-        for pair in names.chunks(2) {
+        for pair in all.chunks(2) {
             ui.horizontal(|ui| {
-                for m in pair {
-                    toggle_in(ui, list, m);
+                for &m in pair {
+                    toggle_in(ui, list, m, name(m));
                 }
             });
         }
@@ -540,14 +545,14 @@ fn checkbox_list(ui: &mut Ui, list: &mut Vec<String>, names: &[&str]) -> egui::R
     .response
 }
 
-/// A checkbox that puts `name` into `list` or takes it out.
-fn toggle_in(ui: &mut Ui, list: &mut Vec<String>, name: &str) {
-    let mut on = list.iter().any(|x| x == name);
-    if ui.checkbox(&mut on, name).changed() {
+/// A checkbox that puts `item` into `list` or takes it out.
+fn toggle_in<T: Copy + PartialEq>(ui: &mut Ui, list: &mut Vec<T>, item: T, label: &str) {
+    let mut on = list.contains(&item);
+    if ui.checkbox(&mut on, label).changed() {
         if on {
-            list.push(name.to_string());
+            list.push(item);
         } else {
-            list.retain(|x| x != name);
+            list.retain(|x| *x != item);
         }
     }
 }

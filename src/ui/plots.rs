@@ -358,7 +358,7 @@ mod tests {
 
     #[test]
     fn labels_and_numbers() {
-        let edges = crate::bounds::gap_hist_edges();
+        let edges = crate::metrics::gap_hist_edges();
         assert_eq!(bin_label(&edges, 0.0), "< 1e-6");
         assert_eq!(bin_label(&edges, 1.0), "1e-6");
         assert_eq!(bin_label(&edges, (edges.len() - 2) as f64), "≥ 1e3");

@@ -1,4 +1,6 @@
 //! The training loop: schedules, losses per method, per-epoch evaluation, metrics and events.
+mod losses;
+pub use losses::{certified_training_loss, cross_entropy, method_loss, robust_cross_entropy, CertifiedLoss};
 //! Knows nothing of egui: it reports through a callback of [`Event`]s and polls [`Command`]s.
 use crate::attack::{self, PgdConfig};
 use crate::bounds::{self, Ball};
@@ -6,7 +8,8 @@ use crate::config::{DeviceChoice, ExperimentConfig, LrSchedule, Method, Optimize
 use crate::data::{self, Dataset};
 use crate::eval;
 use crate::lipschitz;
-use crate::metrics::{DecisionMap, EvalRecord};
+use crate::metrics::EvalRecord;
+pub use crate::protocol::{Command, Event, Level, Outcome};
 use crate::model::Network;
 use crate::run::RunWriter;
 use crossbeam_channel::Receiver;
@@ -15,58 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
-
-/// Sent to the worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Pause,
-    Resume,
-    Stop,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Info,
-    Warn,
-    Error,
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Completed,
-    Cancelled,
-    Failed(String),
-}
-
-/// Sent by the worker, in order; the last one is always `Finished`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Started {
-        run_dir: PathBuf,
-        device: String,
-        model: String,
-        total_epochs: u32,
-        steps_per_epoch: u64,
-    },
-    Progress {
-        epoch: u32,
-        /// Fraction of the current epoch done, in [0, 1].
-        epoch_fraction: f32,
-        step: u64,
-        loss: f64,
-    },
-    Metrics(EvalRecord),
-    Decision(DecisionMap),
-    Log {
-        level: Level,
-        message: String,
-    },
-    Paused(bool),
-    Finished {
-        outcome: Outcome,
-    },
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -80,8 +31,8 @@ pub enum TrainError {
     NonFinite { epoch: u32, step: u64, loss: f64 },
     #[error("{0}")]
     Torch(#[from] tch::TchError),
-    #[error("CUDA was requested (device = \"cuda\") but is not available on this machine")]
-    NoCuda,
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     #[error("Lipschitz: {0}")]
     Lipschitz(String),
     #[error("{0}")]
@@ -126,29 +77,6 @@ impl Control {
                 Err(_) => return false,
             }
         }
-    }
-}
-
-/// Picks the device a config asks for.
-pub fn pick_device(choice: DeviceChoice) -> Result<Device, TrainError> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-        DeviceChoice::Cuda => {
-            if tch::Cuda::is_available() {
-                Ok(Device::Cuda(0))
-            } else {
-                Err(TrainError::NoCuda)
-            }
-        }
-    }
-}
-
-pub fn device_name(d: Device) -> String {
-    match d {
-        Device::Cpu => "cpu".into(),
-        Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}").to_lowercase(),
     }
 }
 
@@ -230,68 +158,6 @@ pub fn learning_rate(cfg: &ExperimentConfig, epoch: u32) -> f64 {
     }
 }
 
-/// The loss of one batch for the configured method. Returns (loss, clean logits).
-pub fn method_loss(
-    net: &Network,
-    x: &Tensor,
-    y: &Tensor,
-    cfg: &ExperimentConfig,
-    sched: &Schedule,
-) -> (Tensor, Tensor) {
-    let tc = &cfg.train;
-    let ce =
-        |logits: &Tensor| logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0);
-    match tc.method {
-        Method::Standard => {
-            let logits = net.forward(x);
-            (ce(&logits), logits)
-        }
-        Method::Pgd => {
-            // Madry et al.: cross-entropy at the strongest point PGD finds in the current
-            // (ramped) ball; the clean logits only feed the training accuracy.
-            let pgd = PgdConfig {
-                eps: sched.eps,
-                norm: tc.norm,
-                steps: tc.pgd_steps,
-                step_ratio: tc.pgd_step_ratio,
-                random_start: true,
-                restarts: 1,
-                loss: attack::AttackLoss::CrossEntropy,
-            };
-            let x_adv = attack::pgd(net, x, y, &pgd).x_adv;
-            let logits = tch::no_grad(|| net.forward(x));
-            (ce(&net.forward(&x_adv)), logits)
-        }
-        Method::Ibp | Method::CrownIbp | Method::Fastlin => {
-            let logits = net.forward(x);
-            let ball = Ball {
-                eps: sched.eps,
-                norm: tc.norm,
-            };
-            let c = bounds::certified_training_loss(net, x, y, ball, tc, sched);
-            let loss = ce(&logits) * sched.kappa + c.robust * (1.0 - sched.kappa);
-            match c.regularizer {
-                Some(reg) => (loss + reg, logits),
-                None => (loss, logits),
-            }
-        }
-        // Seed 000 / 002: cross-entropy plus lip_weight times a differentiable Lipschitz bound
-        // (the enforced version rescales after the optimiser step, in `train`).
-        Method::Lipschitz => {
-            let logits = net.forward(x);
-            let loss = ce(&logits);
-            // ADMM's penalty acts in its SDP step; its W-step adds the coupling (in `train`).
-            if tc.lip_weight > 0.0 && tc.lip_bound != crate::config::LipBound::Admm {
-                let shapes = lipschitz::layer_input_shapes(net);
-                let bound = lipschitz::training_bound(net, &shapes, tc.lip_bound);
-                (loss + bound * tc.lip_weight, logits)
-            } else {
-                (loss, logits)
-            }
-        }
-    }
-}
-
 /// Gram iterations of the guaranteed bound that the enforced training keeps below
 /// `lip_target` and that is logged every epoch.
 pub const ENFORCE_GRAM_ITERS: u32 = 6;
@@ -310,12 +176,7 @@ pub fn gap_method(cfg: &ExperimentConfig) -> Option<bounds::BoundMethod> {
     match cfg.train.method {
         Method::CrownIbp => Some(BoundMethod::CrownIbp),
         Method::Fastlin => Some(BoundMethod::Fastlin),
-        _ => cfg
-            .eval
-            .bounds
-            .iter()
-            .filter_map(|b| BoundMethod::parse(b))
-            .find(|m| m.relaxed().is_some()),
+        _ => cfg.eval.bounds.iter().copied().find(|m| m.relaxed().is_some()),
     }
 }
 
@@ -421,7 +282,7 @@ pub fn train(
     let steps_per_epoch = ((n_train + batch - 1) / batch) as u64;
     emit(Event::Started {
         run_dir: run.dir().to_path_buf(),
-        device: device_name(device),
+        device: crate::device::device_name(device),
         model: net.describe(),
         total_epochs: cfg.train.epochs,
         steps_per_epoch,
@@ -436,7 +297,7 @@ pub fn train(
         Level::Info,
         format!(
             "device {}, {} train / {} test examples of {}, model {} ({} parameters), method {}",
-            device_name(device),
+            crate::device::device_name(device),
             n_train,
             data.test_len(),
             data.name,
@@ -457,7 +318,7 @@ pub fn train(
         robust_x = data.test_x.narrow(0, 0, n);
         robust_y = data.test_y.narrow(0, 0, n);
     }
-    let lip_shapes = lipschitz::layer_input_shapes(net);
+    let lip_shapes = net.layer_shapes();
     let admm_on = cfg.train.method == Method::Lipschitz
         && cfg.train.lip_bound == crate::config::LipBound::Admm;
     // ADMM enforces its bound by the projection; the others by rescaling after every step.
@@ -478,8 +339,7 @@ pub fn train(
             format!("ADMM: initial weights projected, LipSDP bound {b:.6} <= lip_target {target}"),
         );
     }
-    let lip_estimators = lipschitz::Estimator::parse_list(&cfg.eval.lipschitz)
-        .map_err(|e| TrainError::Lipschitz(e.to_string()))?;
+    let lip_estimators = cfg.eval.lipschitz.clone();
     // The l_2 Lipschitz certificate: for 1-Lipschitz networks, Lipschitz training, and whenever
     // Lipschitz estimates are asked for (so a standard run can be compared).
     let lip_certificate = cfg.model.arch.is_one_lipschitz()

@@ -1,0 +1,269 @@
+//! The loss of one training batch for each method: cross-entropy (standard), at the PGD point
+//! (Madry et al. 2018), on the negated margin lower bound of IBP / CROWN-IBP / Fast-Lin with the
+//! tightness regularizers of Zhu et al. (2020), or plus a Lipschitz bound.
+use super::Schedule;
+use crate::attack::{self, PgdConfig};
+use crate::bounds::{
+    margin_lower, margin_lower_relaxed, tightness, Ball, BoundMethod, Intermediate, Relaxation,
+    Relaxed,
+};
+use crate::config::{ExperimentConfig, LipBound, Method, TrainConfig};
+use crate::model::Network;
+use tch::{Kind, Reduction, Tensor};
+
+/// Mean cross-entropy of `logits` against the labels `y`.
+pub fn cross_entropy(logits: &Tensor, y: &Tensor) -> Tensor {
+    logits.cross_entropy_loss::<Tensor>(y, None, Reduction::Mean, -100, 0.0)
+}
+
+/// The robust cross-entropy: cross-entropy on `-m` for margin lower bounds `m` (`m_y = 0`),
+/// an upper bound on the worst-case cross-entropy over the ball.
+pub fn robust_cross_entropy(margins_lower: &Tensor, y: &Tensor) -> Tensor {
+    cross_entropy(&(-margins_lower), y)
+}
+
+/// The loss of one batch for the configured method. Returns (loss, clean logits).
+pub fn method_loss(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &ExperimentConfig,
+    sched: &Schedule,
+) -> (Tensor, Tensor) {
+    let tc = &cfg.train;
+    let ce = |logits: &Tensor| cross_entropy(logits, y);
+    match tc.method {
+        Method::Standard => {
+            let logits = net.forward(x);
+            (ce(&logits), logits)
+        }
+        Method::Pgd => {
+            // Madry et al.: cross-entropy at the strongest point PGD finds in the current
+            // (ramped) ball; the clean logits only feed the training accuracy.
+            let pgd = PgdConfig {
+                eps: sched.eps,
+                norm: tc.norm,
+                steps: tc.pgd_steps,
+                step_ratio: tc.pgd_step_ratio,
+                random_start: true,
+                restarts: 1,
+                loss: attack::AttackLoss::CrossEntropy,
+            };
+            let x_adv = attack::pgd(net, x, y, &pgd).x_adv;
+            let logits = tch::no_grad(|| net.forward(x));
+            (ce(&net.forward(&x_adv)), logits)
+        }
+        Method::Ibp | Method::CrownIbp | Method::Fastlin => {
+            let logits = net.forward(x);
+            let ball = Ball {
+                eps: sched.eps,
+                norm: tc.norm,
+            };
+            let c = certified_training_loss(net, x, y, ball, tc, sched);
+            let loss = ce(&logits) * sched.kappa + c.robust * (1.0 - sched.kappa);
+            match c.regularizer {
+                Some(reg) => (loss + reg, logits),
+                None => (loss, logits),
+            }
+        }
+        // Seed 000 / 002: cross-entropy plus lip_weight times a differentiable Lipschitz bound
+        // (the enforced version rescales after the optimiser step, in `train`).
+        Method::Lipschitz => {
+            let logits = net.forward(x);
+            let loss = ce(&logits);
+            // ADMM's penalty acts in its SDP step; its W-step adds the coupling (in `train`).
+            if tc.lip_weight > 0.0 && tc.lip_bound != LipBound::Admm {
+                let shapes = net.layer_shapes();
+                let bound = crate::lipschitz::training_bound(net, &shapes, tc.lip_bound);
+                (loss + bound * tc.lip_weight, logits)
+            } else {
+                (loss, logits)
+            }
+        }
+    }
+}
+
+/// The certified-training terms of one batch: the robust cross-entropy and the weighted
+/// tightness regularizers (already scaled by their warm-up).
+pub struct CertifiedLoss {
+    pub robust: Tensor,
+    pub regularizer: Option<Tensor>,
+}
+
+/// The robust part of a certified-training loss: cross-entropy on `-m` where `m` is the
+/// margin lower bound of the method (`m_y = 0`), plus `r1_weight r1 + r2_weight r2` (means
+/// over the batch, weights warmed up) for the linear relaxations.
+///
+/// IBP: `m_ibp`. CROWN-IBP: `beta m_crown_ibp + (1 - beta) m_ibp` (the CROWN part skipped once
+/// beta is 0, as the reference does). Fast-Lin: exact intermediate bounds, or random projections
+/// of dimension `tc.proj_dim` when that is > 0.
+pub fn certified_training_loss(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    ball: Ball,
+    tc: &TrainConfig,
+    sched: &Schedule,
+) -> CertifiedLoss {
+    let ce = |m: &Tensor| robust_cross_entropy(m, y);
+    let relaxed = match tc.method {
+        Method::CrownIbp => BoundMethod::CrownIbp.relaxed(),
+        Method::Fastlin => Some(Relaxed {
+            relax: Relaxation::Fastlin,
+            inter: if tc.proj_dim > 0 {
+                Intermediate::Projection {
+                    dim: tc.proj_dim as i64,
+                }
+            } else {
+                Intermediate::Exact
+            },
+        }),
+        _ => None,
+    };
+    let (w1, w2) = (
+        tc.r1_weight * sched.reg_factor,
+        tc.r2_weight * sched.reg_factor,
+    );
+    let Some(relaxed) = relaxed else {
+        return CertifiedLoss {
+            robust: ce(&margin_lower(net, x, y, ball, BoundMethod::Ibp)),
+            regularizer: None,
+        };
+    };
+    let crown_ibp = tc.method == Method::CrownIbp;
+    let want_reg = w1 > 0.0 || w2 > 0.0;
+    let needs_relaxed = !crown_ibp || sched.beta > 0.0 || want_reg;
+    let (m_relaxed, regularizer) = if !needs_relaxed {
+        (None, None)
+    } else if want_reg {
+        let t = tightness(net, x, y, ball, relaxed);
+        let reg = t.r1.mean(None::<Kind>) * w1 + t.r2.mean(None::<Kind>) * w2;
+        (Some(t.margin_lower), Some(reg))
+    } else {
+        (Some(margin_lower_relaxed(net, x, y, ball, relaxed)), None)
+    };
+    let m = match (crown_ibp, m_relaxed) {
+        (true, Some(mc)) if sched.beta >= 1.0 => mc,
+        (true, Some(mc)) => {
+            mc * sched.beta + margin_lower(net, x, y, ball, BoundMethod::Ibp) * (1.0 - sched.beta)
+        }
+        (true, None) => margin_lower(net, x, y, ball, BoundMethod::Ibp),
+        (false, Some(mc)) => mc,
+        (false, None) => unreachable!("Fast-Lin always computes its bound"),
+    };
+    CertifiedLoss {
+        robust: ce(&m),
+        regularizer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Norm;
+    use crate::model::LayerSpec;
+    use tch::Device;
+
+    fn lin(i: i64, o: i64) -> LayerSpec {
+        LayerSpec::Linear {
+            in_features: i,
+            out_features: o,
+        }
+    }
+
+    fn conv(i: i64, o: i64, k: i64, s: i64, p: i64) -> LayerSpec {
+        LayerSpec::Conv2d {
+            in_channels: i,
+            out_channels: o,
+            kernel: k,
+            stride: s,
+            padding: p,
+        }
+    }
+
+    #[test]
+    fn every_training_loss_reaches_every_weight() {
+        for conv_net in [false, true] {
+            for (method, proj_dim, r1, r2) in [
+                (Method::Ibp, 0, 0.0, 0.0),
+                (Method::CrownIbp, 0, 0.0, 0.0),
+                (Method::CrownIbp, 0, 0.5, 0.5),
+                (Method::Fastlin, 0, 0.5, 0.5),
+                (Method::Fastlin, 16, 0.0, 0.5),
+            ] {
+                tch::manual_seed(2);
+                let (net, x) = if conv_net {
+                    let specs = vec![
+                        conv(1, 4, 4, 2, 1),
+                        LayerSpec::Relu,
+                        conv(4, 4, 3, 1, 1),
+                        LayerSpec::Relu,
+                        LayerSpec::Flatten,
+                        lin(36, 10),
+                        LayerSpec::Relu,
+                        lin(10, 3),
+                    ];
+                    (
+                        Network::new(specs, &[1, 7, 7], 3, Device::Cpu),
+                        Tensor::rand([8, 1, 7, 7], (Kind::Float, Device::Cpu)),
+                    )
+                } else {
+                    let specs = vec![
+                        lin(5, 10),
+                        LayerSpec::Relu,
+                        lin(10, 10),
+                        LayerSpec::Relu,
+                        lin(10, 3),
+                    ];
+                    (
+                        Network::new(specs, &[5], 3, Device::Cpu),
+                        Tensor::rand([8, 5], (Kind::Float, Device::Cpu)),
+                    )
+                };
+                let y = Tensor::randint(3, [8], (Kind::Int64, Device::Cpu));
+                let tc = TrainConfig {
+                    method,
+                    proj_dim,
+                    r1_weight: r1,
+                    r2_weight: r2,
+                    ..TrainConfig::default()
+                };
+                let sched = Schedule {
+                    eps: 0.1,
+                    beta: 0.5,
+                    kappa: 0.5,
+                    reg_factor: 1.0,
+                };
+                let c = certified_training_loss(
+                    &net,
+                    &x,
+                    &y,
+                    Ball {
+                        eps: 0.1,
+                        norm: Norm::Linf,
+                    },
+                    &tc,
+                    &sched,
+                );
+                assert_eq!(c.regularizer.is_some(), r1 + r2 > 0.0);
+                let loss = match c.regularizer {
+                    Some(r) => {
+                        assert!(r.double_value(&[]) >= 0.0);
+                        c.robust + r
+                    }
+                    None => c.robust,
+                };
+                loss.backward();
+                for (i, p) in net.parameters().iter().enumerate() {
+                    let g = p.grad();
+                    assert!(
+                        g.defined(),
+                        "{method:?} conv={conv_net}: parameter {i} has no gradient"
+                    );
+                    let norm = g.norm().double_value(&[]);
+                    assert!(norm.is_finite() && norm > 0.0, "{method:?} proj {proj_dim} conv={conv_net}: parameter {i} gradient norm {norm}");
+                }
+            }
+        }
+    }
+}

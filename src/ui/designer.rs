@@ -1,8 +1,8 @@
 //! The experiment designer: every field of an `ExperimentConfig`, each labelled, each invalid
 //! value marked where it is with the reason `ExperimentConfig::validate` gives.
 use crate::config::{
-    Arch, DatasetKind, DeviceChoice, ExperimentConfig, FieldError, LipBound, LrSchedule, Method,
-    Norm, OptimizerKind, Ramp, BoundMethod, Estimator,
+    Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
+    LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp,
 };
 use egui::{Color32, RichText, Ui};
 

@@ -66,12 +66,13 @@ pub fn method_loss(
                 None => (loss, logits),
             }
         }
-        // Seed 000 / 002: cross-entropy plus lip_weight times a differentiable Lipschitz bound
-        // (the enforced version rescales after the optimiser step, in `train`).
+        // Pauli et al. 2021 / Delattre et al. 2023: cross-entropy plus lip_weight times a
+        // differentiable Lipschitz bound (the enforced version rescales after the optimiser
+        // step: `LipschitzControl`).
         Method::Lipschitz => {
             let logits = net.forward(x);
             let loss = ce(&logits);
-            // ADMM's penalty acts in its SDP step; its W-step adds the coupling (in `train`).
+            // ADMM's penalty acts in its SDP step; its W-step adds the coupling (`LipschitzControl`).
             if tc.lip_weight > 0.0 && tc.lip_bound != LipBound::Admm {
                 let shapes = net.layer_shapes();
                 let bound = crate::lipschitz::training_bound(net, &shapes, tc.lip_bound);

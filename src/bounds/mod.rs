@@ -233,4 +233,4 @@ fn margin_spec(y: &Tensor, k: i64, kind: Kind) -> Tensor {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

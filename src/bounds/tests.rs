@@ -6,6 +6,12 @@ use crate::attack::{self, AttackLoss, PgdConfig};
 use crate::model::LayerSpec;
 use tch::Device;
 
+thread_local! {
+    /// Test hook: how many linear-relaxation passes (`Relaxer`s) were built on this thread,
+    /// so that a test can prove a loss ran none.
+    pub(crate) static RELAXERS_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 const LINEAR_METHODS: [BoundMethod; 3] = [
     BoundMethod::CrownIbp,
     BoundMethod::Fastlin,
@@ -604,4 +610,55 @@ fn random_projections_approach_the_exact_fastlin_bounds() {
             );
         }
     }
+}
+
+/// With CROWN's lower lines (slope 0 or 1) the line is tight on a half-line, so the half-line
+/// r2 vanishes on bounds that are exact while the paper's `|z|` form can still be positive;
+/// with Fast-Lin's lines (tight only at 0) the two forms agree.
+#[test]
+fn half_line_r2_is_the_exactness_condition_of_crowns_lines() {
+    let net = mlp64(4, &[8], 3, 5);
+    tch::manual_seed(11);
+    let x = Tensor::rand([400, 4], opts()) * 0.8 + 0.1;
+    let y = Tensor::randint(3, [400], (Kind::Int64, Device::Cpu));
+    let ball = Ball {
+        eps: 0.08,
+        norm: Norm::Linf,
+    };
+    let crown = Relaxed {
+        relax: Relaxation::Crown,
+        inter: Intermediate::Exact,
+    };
+    let t = tightness(&net, &x, &y, ball, crown);
+    let diff = (&t.r2_abs - &t.r2).min().double_value(&[]);
+    assert!(
+        diff >= -1e-12,
+        "abs form below the half-line form: {diff:e}"
+    );
+    let mut exact_but_abs_positive = 0;
+    for i in 0..400 {
+        let (r1, r2, r2_abs) = (
+            t.r1.double_value(&[i]),
+            t.r2.double_value(&[i]),
+            t.r2_abs.double_value(&[i]),
+        );
+        if r1 <= 1e-9 && r2_abs > 1e-6 {
+            exact_but_abs_positive += 1;
+            assert!(
+                r2 <= 1e-9,
+                "point {i}: exact bound (r1 {r1:e}) but half-line r2 {r2:e}"
+            );
+        }
+    }
+    assert!(
+        exact_but_abs_positive > 0,
+        "no exact bound with a positive |z| term: the test checks nothing"
+    );
+    let fastlin = Relaxed {
+        relax: Relaxation::Fastlin,
+        inter: Intermediate::Exact,
+    };
+    let f = tightness(&net, &x, &y, ball, fastlin);
+    let gap = (&f.r2_abs - &f.r2).abs().max().double_value(&[]);
+    assert!(gap <= 1e-12, "Fast-Lin: the two forms differ by {gap:e}");
 }

@@ -1,10 +1,11 @@
 //! The experiment designer: every field of an `ExperimentConfig`, each labelled, each invalid
 //! value marked where it is with the reason `ExperimentConfig::validate` gives.
+use super::{Action, ERROR_COLOR};
 use crate::config::{
-    Arch, DatasetKind, DeviceChoice, ExperimentConfig, FieldError, LipBound, LrSchedule, Method,
-    Norm, OptimizerKind, Ramp, BoundMethod, Estimator,
+    Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
+    LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp,
 };
-use egui::{Color32, RichText, Ui};
+use egui::{RichText, Ui};
 
 /// The designer's state: the experiment and the text of the list fields as typed.
 #[derive(Debug, Clone)]
@@ -14,12 +15,6 @@ pub struct Designer {
     pub hidden_text: String,
     /// `eval.eps` as typed, e.g. "0.03, 0.1".
     pub eval_eps_text: String,
-}
-
-/// What the designer asks the app to do (applied after the frame).
-#[derive(Debug, Clone, PartialEq)]
-pub enum DesignerAction {
-    PickDatasetFolder,
 }
 
 impl Designer {
@@ -66,25 +61,37 @@ impl Designer {
         (cfg, problems)
     }
 
-    /// Draws the designer; returns what needs the app (a folder dialog).
-    pub fn ui(
+    /// Draws the designer panel, locked while a run trains; returns what needs the app (a
+    /// folder dialog).
+    pub fn ui(&mut self, ui: &mut Ui, problems: &[FieldError], locked: bool) -> Vec<Action> {
+        let mut actions = Vec::new();
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            ui.add_space(4.0);
+            if locked {
+                ui.label(RichText::new("The experiment is locked while it runs.").italics());
+            }
+            self.fields_ui(ui, problems, locked, &mut actions);
+        });
+        actions
+    }
+
+    fn fields_ui(
         &mut self,
         ui: &mut Ui,
         problems: &[FieldError],
         locked: bool,
-    ) -> Vec<DesignerAction> {
-        let mut actions = Vec::new();
+        actions: &mut Vec<Action>,
+    ) {
         ui.add_enabled_ui(!locked, |ui| {
             self.general_ui(ui, problems);
             section(ui, "Dataset", true, |ui| {
-                self.dataset_ui(ui, problems, &mut actions)
+                self.dataset_ui(ui, problems, actions)
             });
             section(ui, "Model", true, |ui| self.model_ui(ui, problems));
             section(ui, "Training", true, |ui| self.training_ui(ui, problems));
             section(ui, "Optimizer", false, |ui| self.optimizer_ui(ui, problems));
             section(ui, "Evaluation", true, |ui| self.eval_ui(ui, problems));
         });
-        actions
     }
 
     fn general_ui(&mut self, ui: &mut Ui, problems: &[FieldError]) {
@@ -115,7 +122,7 @@ impl Designer {
         &mut self,
         ui: &mut Ui,
         problems: &[FieldError],
-        actions: &mut Vec<DesignerAction>,
+        actions: &mut Vec<Action>,
     ) {
         let d = &mut self.cfg.dataset;
         egui::Grid::new("dataset").num_columns(2).show(ui, |ui| {
@@ -153,7 +160,7 @@ impl Designer {
                                 .desired_width(130.0),
                         );
                         if ui.button("…").on_hover_text("Pick the folder").clicked() {
-                            actions.push(DesignerAction::PickDatasetFolder);
+                            actions.push(Action::PickDatasetFolder);
                         }
                         r
                     })
@@ -458,9 +465,6 @@ fn section(ui: &mut Ui, title: &str, open: bool, body: impl FnOnce(&mut Ui)) {
         .default_open(open)
         .show(ui, body);
 }
-
-/// The colour of a field's error text.
-pub const ERROR_COLOR: Color32 = Color32::from_rgb(235, 87, 87);
 
 /// One labelled field in a two-column grid; the problems for `key` go on a row beneath it.
 fn row(

@@ -997,7 +997,6 @@ pub fn gap_stats(
 mod tests {
     use super::*;
     use crate::attack::{self, AttackLoss, PgdConfig};
-    use crate::config::Method;
     use crate::model::LayerSpec;
     use tch::Device;
 
@@ -1603,6 +1602,4 @@ mod tests {
             }
         }
     }
-
-
 }

@@ -354,7 +354,12 @@ impl Estimator {
     /// Parses a list of names (blank entries skipped, repeats dropped); an unknown name is an
     /// error naming it and the allowed ones.
     pub fn parse_list(names: &[String]) -> Result<Vec<Estimator>, String> {
-        parse_names(names, Self::parse, &Self::ALL.map(Self::name), "Lipschitz estimator")
+        parse_names(
+            names,
+            Self::parse,
+            &Self::ALL.map(Self::name),
+            "Lipschitz estimator",
+        )
     }
     /// Whether the estimator has a per-layer value.
     pub fn per_layer(self) -> bool {
@@ -372,7 +377,10 @@ pub fn parse_names<T: PartialEq>(
     let mut out = Vec::new();
     for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         let v = parse(n).ok_or_else(|| {
-            format!("unknown {what} `{n}`: expected one of {}", allowed.join(", "))
+            format!(
+                "unknown {what} `{n}`: expected one of {}",
+                allowed.join(", ")
+            )
         })?;
         if !out.contains(&v) {
             out.push(v);
@@ -1059,12 +1067,7 @@ mod tests {
             panic!("expected Invalid");
         };
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
-        for f in [
-            "train.eps",
-            "train.batch_size",
-            "optimizer.lr",
-            "eval.eps",
-        ] {
+        for f in ["train.eps", "train.batch_size", "optimizer.lr", "eval.eps"] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }
         let eps = problems.iter().find(|p| p.field == "train.eps").unwrap();

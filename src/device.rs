@@ -30,3 +30,11 @@ pub fn device_name(d: Device) -> String {
         other => format!("{other:?}").to_lowercase(),
     }
 }
+
+/// Waits for the device's queued work, so that wall-clock timings measure it (CUDA is
+/// asynchronous; the CPU needs nothing).
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}

@@ -4,14 +4,13 @@
 //! `worker`) never touch egui; `ui` never touches a tensor.
 pub mod alloc;
 pub mod attack;
-pub mod bench;
 pub mod bounds;
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
-pub mod linalg;
 pub mod eval;
+pub mod linalg;
 pub mod lipschitz;
 pub mod metrics;
 pub mod model;

@@ -17,7 +17,10 @@ mod tests {
         for (n, size) in [(0, 3), (1, 3), (7, 3), (9, 3), (5, 100), (4, 0)] {
             let mut seen = Vec::new();
             for (start, len) in batch_ranges(n, size) {
-                assert!(len >= 1 && len <= size.max(1), "n {n} size {size}: len {len}");
+                assert!(
+                    len >= 1 && len <= size.max(1),
+                    "n {n} size {size}: len {len}"
+                );
                 seen.extend(start..start + len);
             }
             assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n {n} size {size}");

@@ -802,7 +802,10 @@ impl Network {
     pub fn layer_shapes(&self) -> Vec<Vec<i64>> {
         let mut shape = vec![1];
         shape.extend_from_slice(&self.input_shape);
-        layer_shapes(&self.layers, &Tensor::zeros(shape.as_slice(), (Kind::Float, self.device())))
+        layer_shapes(
+            &self.layers,
+            &Tensor::zeros(shape.as_slice(), (Kind::Float, self.device())),
+        )
     }
 
     pub fn num_parameters(&self) -> i64 {

@@ -4,9 +4,9 @@
 //! plain data crosses the channels. Its last event is always `Finished`; a channel that
 //! disconnects without one means the thread died, which callers show as a crash.
 use crate::config::ExperimentConfig;
+pub use crate::protocol::{Command, Event, Level, Outcome};
 use crate::run::{RunWriter, Summary};
 use crate::train::{self, Control};
-pub use crate::protocol::{Command, Event, Level, Outcome};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

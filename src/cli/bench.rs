@@ -1,10 +1,70 @@
-//! `certlab bench`: training throughput of the real engine (samples/s).
+//! `certlab bench`: training throughput of the real engine (samples/s), certified-training
+//! steps per bound method, Lipschitz estimators, and UI frames.
 use crate::config::{Arch, DatasetConfig, DatasetKind, ExperimentConfig, ModelConfig};
 use crate::train;
 use anyhow::{Context, Result};
+use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Kind, Tensor};
+
+// The flags of `certlab bench`.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct BenchArgs {
+    /// The experiment to time (default: Fashion-MNIST MLP 2x100, batch 256).
+    pub preset: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Timed epochs (after one warm-up pass of 20 batches).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u32,
+    /// Time certified-training steps instead (IBP, CROWN-IBP, Fast-Lin, CROWN; MLP 2x100
+    /// and Small convnet on Fashion-MNIST, batch 256, l_inf eps 0.1).
+    #[arg(long)]
+    pub bounds: bool,
+    /// With --bounds: timed steps per method (the slow exact methods on the convnet take
+    /// a tenth of them).
+    #[arg(long, default_value_t = 30)]
+    pub steps: u32,
+    /// With --bounds: mlp, small-conv or all.
+    #[arg(long, default_value = "all")]
+    pub arch: String,
+    /// With --bounds: the methods to time, comma-separated (default: all of ibp,
+    /// crown-ibp, fastlin, crown, fastlin-proj50).
+    #[arg(long)]
+    pub methods: Option<String>,
+    /// With --bounds: examples per step.
+    #[arg(long, default_value_t = 256)]
+    pub batch: i64,
+    /// Time UI frames instead: 5 overlaid runs of 500 epochs, every tab (no window, no GPU).
+    #[arg(long)]
+    pub ui: bool,
+    /// With --ui: frames per tab.
+    #[arg(long, default_value_t = 200)]
+    pub frames: u32,
+    /// Time the Lipschitz estimators instead (power and Gram at fixed iterations, exact) on
+    /// a 3x3 conv 64->64 on a 32x32 input and on a 1024x1024 dense matrix.
+    #[arg(long)]
+    pub lipschitz: bool,
+}
+
+impl BenchArgs {
+    /// Runs the benchmark the flags pick: `--lipschitz`, `--ui`, `--bounds`, else training.
+    pub fn run(&self) -> Result<()> {
+        let d = &self.device;
+        if self.lipschitz {
+            bench_lipschitz_cmd(d)
+        } else if self.ui {
+            crate::ui::bench::bench_ui_cmd(self.frames);
+            Ok(())
+        } else if self.bounds {
+            let methods = self.methods.as_deref();
+            bench_bounds_cmd(d, self.steps, &self.arch, methods, self.batch)
+        } else {
+            bench_cmd(self.preset.clone(), d, self.epochs)
+        }
+    }
+}
 
 /// Fashion-MNIST, MLP 2x100, batch 256, standard training: the figure in the foundation issue.
 pub fn fashion_mlp_config() -> ExperimentConfig {

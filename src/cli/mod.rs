@@ -1,0 +1,103 @@
+//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz`,
+//! one file per subcommand, each a clap `Args` struct with a `run` method.
+mod bench;
+mod bounds;
+mod eval;
+mod gui;
+mod lipschitz;
+mod run;
+mod runs;
+mod trained;
+
+pub use bench::fashion_mlp_config;
+pub use eval::{method_names, parse_methods, MethodSet};
+pub use trained::{load_trained, TrainedRun};
+
+use crate::config::DeviceChoice;
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "certlab",
+    version,
+    about = "A workbench for robustness experiments on neural networks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Open the workbench window (the default).
+    Gui(gui::GuiArgs),
+    /// Train an experiment headless and write its run folder.
+    Run(run::RunArgs),
+    /// List run folders under DIR with their final metrics.
+    Runs(runs::RunsArgs),
+    /// Print the torch version, the device picked, CUDA availability and thread count.
+    Info,
+    /// Certified bounds of a trained run: per-class logit bounds and margin lower bounds of the
+    /// first N test points, as JSON.
+    Bounds(bounds::BoundsArgs),
+    /// Evaluate a trained run: clean, PGD and certified accuracy on the first N test points.
+    Eval(eval::EvalArgs),
+    /// Lipschitz constants of a trained run: per-layer and whole-network values of each
+    /// estimator, with the seconds each took.
+    Lipschitz(lipschitz::LipschitzArgs),
+    /// Measure training throughput (samples/s) of one epoch.
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the command; returns the process exit code.
+pub fn main_with(cli: Cli) -> Result<i32> {
+    match cli.command {
+        None => crate::ui::launch(crate::ui::LaunchOptions {
+            runs_dir: PathBuf::from("runs"),
+            size: [1400.0, 900.0],
+            ..Default::default()
+        })
+        .map(|_| 0),
+        Some(Cmd::Gui(args)) => args.run(),
+        Some(Cmd::Run(args)) => args.run(),
+        Some(Cmd::Runs(args)) => args.run().map(|_| 0),
+        Some(Cmd::Info) => {
+            info_cmd();
+            Ok(0)
+        }
+        Some(Cmd::Bounds(args)) => args.run(),
+        Some(Cmd::Eval(args)) => args.run(),
+        Some(Cmd::Lipschitz(args)) => args.run().map(|_| 0),
+        Some(Cmd::Bench(args)) => args.run().map(|_| 0),
+    }
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice> {
+    DeviceChoice::parse(s).with_context(|| format!("--device `{s}` is not one of: auto, cpu, cuda"))
+}
+
+fn info_cmd() {
+    let device = tch::Device::cuda_if_available();
+    println!("certlab {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "torch version: {}",
+        option_env!("CERTLAB_TORCH_VERSION").unwrap_or("unknown")
+    );
+    println!(
+        "torch lib: {}",
+        option_env!("CERTLAB_TORCH_LIB").unwrap_or("unknown")
+    );
+    println!(
+        "device picked (auto): {}",
+        crate::device::device_name(device)
+    );
+    println!(
+        "cuda available: {} ({} device(s), cudnn {})",
+        tch::Cuda::is_available(),
+        tch::Cuda::device_count(),
+        tch::Cuda::cudnn_is_available()
+    );
+    println!("threads: {}", tch::get_num_threads());
+}

@@ -1,0 +1,126 @@
+//! `certlab run`: train an experiment headless.
+use super::parse_device;
+use crate::config::ExperimentConfig;
+use crate::protocol::{Event, Level, Outcome};
+use crate::worker::{self, RunTarget};
+use anyhow::{bail, Result};
+use clap::Args;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+// The flags of `certlab run`.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct RunArgs {
+    /// The experiment (a TOML preset).
+    pub preset: PathBuf,
+    /// The run folder to write (default: runs/<name>-<timestamp>); must not hold a run.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override the number of epochs.
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Override the device: auto, cpu or cuda.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+impl RunArgs {
+    /// Trains the preset on a worker thread, printing progress to stderr; the run folder
+    /// on stdout when it completes. Exit code 130 when stopped by Ctrl-C.
+    pub fn run(self) -> Result<i32> {
+        let RunArgs {
+            preset,
+            out,
+            epochs,
+            device,
+        } = self;
+        let mut cfg = ExperimentConfig::load(&preset)?;
+        if let Some(e) = epochs {
+            cfg.train.epochs = e;
+        }
+        if let Some(d) = &device {
+            cfg.device = parse_device(d)?;
+        }
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            bail!(crate::config::ConfigError::Invalid {
+                origin: "command-line overrides".into(),
+                problems
+            });
+        }
+        let dev = crate::device::pick_device(cfg.device)?;
+        let target = match out {
+            Some(d) => RunTarget::Dir(d),
+            None => RunTarget::Under(PathBuf::from("runs")),
+        };
+        let mut handle = worker::spawn(cfg.clone(), target, dev, Box::new(|| {}))?;
+        let cancel = handle.cancel.clone();
+        // A second Ctrl-C while stopping is ignored: the run ends after the current batch.
+        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
+        let tty = std::io::stderr().is_terminal();
+        let mut total_epochs = cfg.train.epochs;
+        let mut run_dir = None;
+        let mut outcome = None;
+        for ev in handle.events.iter() {
+            match ev {
+                Event::Started {
+                    run_dir: d,
+                    device,
+                    total_epochs: t,
+                    ..
+                } => {
+                    total_epochs = t;
+                    eprintln!("run folder {} on {device}", d.display());
+                    run_dir = Some(d);
+                }
+                Event::Progress {
+                    epoch,
+                    epoch_fraction,
+                    loss,
+                    ..
+                } => {
+                    if tty {
+                        let done = ((epoch - 1) as f32 + epoch_fraction) / total_epochs as f32;
+                        let bar = (done * 30.0).round() as usize;
+                        eprint!(
+                            "\r[{}{}] epoch {epoch}/{total_epochs} {:>3.0}%  loss {loss:.4}   ",
+                            "#".repeat(bar),
+                            " ".repeat(30 - bar.min(30)),
+                            epoch_fraction * 100.0
+                        );
+                        let _ = std::io::stderr().flush();
+                    }
+                }
+                Event::Log { level, message } => {
+                    if tty {
+                        eprint!("\r{}\r", " ".repeat(70));
+                    }
+                    match level {
+                        Level::Info => eprintln!("{message}"),
+                        Level::Warn => eprintln!("warning: {message}"),
+                        Level::Error => eprintln!("error: {message}"),
+                    }
+                }
+                Event::Finished { outcome: o } => outcome = Some(o),
+                Event::Metrics(_) | Event::Decision(_) | Event::Paused(_) => {}
+            }
+        }
+        handle.join();
+        match outcome {
+            Some(Outcome::Completed) => {
+                if let Some(d) = run_dir {
+                    println!("{}", d.display());
+                }
+                Ok(0)
+            }
+            Some(Outcome::Cancelled) => {
+                eprintln!("stopped; metrics so far are kept");
+                Ok(130)
+            }
+            // The error itself was printed when its log event arrived.
+            Some(Outcome::Failed(_)) => Ok(1),
+            None => bail!("the trainer thread ended without reporting an outcome"),
+        }
+    }
+}

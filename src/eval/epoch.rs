@@ -1,0 +1,189 @@
+//! One epoch's evaluation: clean accuracy on the test split, PGD and certified accuracy at
+//! every eval eps on the fixed robust subset, the l_2 certificate from a Lipschitz bound, the
+//! Lipschitz estimates, and the tightness statistics of the relaxation (Zhu et al. 2020).
+use super::{clean_accuracy, decision_map, robust_eval, specs_from_config, RobustSpec};
+use crate::bounds::{self, Ball};
+use crate::config::{BoundMethod, Estimator, ExperimentConfig, Method, Norm};
+use crate::data::Dataset;
+use crate::lipschitz;
+use crate::metrics::{key, DecisionMap, EvalRecord};
+use crate::model::Network;
+use crate::protocol::Level;
+use tch::{Kind, Tensor};
+
+/// Gram iterations of the body bound in the l_2 Lipschitz certificate (double precision; more
+/// iterations, a tighter certificate).
+pub const CERT_GRAM_ITERS: u32 = 10;
+
+/// How many points of the robust subset the tightness statistics use.
+pub const GAP_POINTS: i64 = 200;
+
+/// The linear relaxation whose tightness statistics an evaluation reports: the training
+/// method's own, else the first linear bound method of the evaluation; `None` if there is none.
+pub fn gap_method(cfg: &ExperimentConfig) -> Option<BoundMethod> {
+    match cfg.train.method {
+        Method::CrownIbp => Some(BoundMethod::CrownIbp),
+        Method::Fastlin => Some(BoundMethod::Fastlin),
+        _ => cfg
+            .eval
+            .bounds
+            .iter()
+            .copied()
+            .find(|m| m.relaxed().is_some()),
+    }
+}
+
+/// What every evaluation of a run computes, fixed when the run starts.
+pub struct Evaluator {
+    specs: Vec<RobustSpec>,
+    /// The fixed robust subset: the first `eval.robust_subset` test points.
+    robust_x: Tensor,
+    robust_y: Tensor,
+    lip_estimators: Vec<Estimator>,
+    /// Whether to report the l_2 certificate from a Lipschitz bound (`cert_acc["lipschitz"]`).
+    lip_certificate: bool,
+    gap_method: Option<BoundMethod>,
+}
+
+/// Why an evaluation did not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted;
+
+/// Who runs an evaluation: asked between its parts whether to stop, told what went wrong.
+pub trait EvalListener {
+    fn should_stop(&mut self) -> bool;
+    fn log(&mut self, level: Level, message: String);
+}
+
+impl Evaluator {
+    pub fn new(cfg: &ExperimentConfig, data: &Dataset) -> Self {
+        let n = match cfg.eval.robust_subset {
+            0 => data.test_len(),
+            k => (k as i64).min(data.test_len()),
+        };
+        Evaluator {
+            specs: specs_from_config(cfg),
+            robust_x: data.test_x.narrow(0, 0, n),
+            robust_y: data.test_y.narrow(0, 0, n),
+            lip_estimators: cfg.eval.lipschitz.clone(),
+            // For 1-Lipschitz networks, Lipschitz training, and whenever Lipschitz estimates
+            // are asked for (so that a standard run can be compared).
+            lip_certificate: cfg.model.arch.is_one_lipschitz()
+                || cfg.train.method == Method::Lipschitz
+                || !cfg.eval.lipschitz.is_empty(),
+            gap_method: gap_method(cfg),
+        }
+    }
+
+    /// Fills the evaluation fields of `rec`. The listener is asked between the robust
+    /// evaluations whether to stop (exact bounds on a big subset take a while); when it says
+    /// stop, the record is unfinished and must not be written. Soundness violations and failed
+    /// estimates are logged to it.
+    pub fn evaluate(
+        &self,
+        net: &Network,
+        data: &Dataset,
+        rec: &mut EvalRecord,
+        listener: &mut dyn EvalListener,
+    ) -> Result<(), Interrupted> {
+        rec.clean_acc = clean_accuracy(net, &data.test_x, &data.test_y, 1024);
+        for (i, spec) in self.specs.iter().enumerate() {
+            if listener.should_stop() {
+                return Err(Interrupted);
+            }
+            let report = robust_eval(net, &self.robust_x, &self.robust_y, spec, 256);
+            for v in &report.violations {
+                listener.log(Level::Error, v.to_string());
+            }
+            let r = report.eval;
+            if i == 0 {
+                rec.eval_eps = Some(r.eps);
+                rec.subset_clean_acc = Some(report.clean_acc);
+                rec.pgd_acc = r.pgd_acc;
+                rec.cert_acc = r.cert_acc;
+            } else {
+                rec.more_eps.push(r);
+            }
+        }
+        if self.lip_certificate {
+            self.lipschitz_certificate(net, data, rec);
+        }
+        if !self.lip_estimators.is_empty() {
+            let n = self.robust_x.size()[0].min(64);
+            match lipschitz::estimate(
+                net,
+                &self.lip_estimators,
+                Some(&self.robust_x.narrow(0, 0, n)),
+                &lipschitz::Settings::per_epoch(),
+            ) {
+                Ok(r) => rec.lipschitz = r.network,
+                Err(e) => listener.log(Level::Warn, format!("Lipschitz estimates: {e}")),
+            }
+        }
+        self.gap_stats(net, rec);
+        Ok(())
+    }
+
+    /// Certified accuracy of the l_2 certificate `margin_ij / (L_body ||w_i - w_j||)` at every
+    /// eval eps; an l_inf ball of radius eps lies in the l_2 ball of radius `eps sqrt(d)`.
+    fn lipschitz_certificate(&self, net: &Network, data: &Dataset, rec: &mut EvalRecord) {
+        let Some(parts) = lipschitz::certificate_parts(net, CERT_GRAM_ITERS) else {
+            return;
+        };
+        let d: i64 = data.input_shape.iter().product();
+        let radius =
+            tch::no_grad(|| lipschitz::l2_radius(net, &parts, &self.robust_x, &self.robust_y));
+        let n = self.robust_y.size()[0].max(1) as f64;
+        for (i, spec) in self.specs.iter().enumerate() {
+            let eps_l2 = match spec.norm {
+                Norm::L2 => spec.eps,
+                Norm::Linf => spec.eps * (d as f64).sqrt(),
+            };
+            let acc = radius.gt(eps_l2).sum(Kind::Int64).int64_value(&[]) as f64 / n;
+            if i == 0 {
+                rec.cert_acc.insert(key::LIPSCHITZ_CERT.into(), acc);
+            } else if let Some(e) = rec.more_eps.get_mut(i - 1) {
+                e.cert_acc.insert(key::LIPSCHITZ_CERT.into(), acc);
+            }
+        }
+    }
+
+    /// Tightness statistics at the first eval eps, on at most [`GAP_POINTS`] points (they run
+    /// in double precision).
+    fn gap_stats(&self, net: &Network, rec: &mut EvalRecord) {
+        let (Some(method), Some(spec)) = (self.gap_method, self.specs.first()) else {
+            return;
+        };
+        let ball = Ball {
+            eps: spec.eps,
+            norm: spec.norm,
+        };
+        let n_gap = self.robust_y.size()[0].min(GAP_POINTS);
+        let (gx, gy) = (
+            self.robust_x.narrow(0, 0, n_gap),
+            self.robust_y.narrow(0, 0, n_gap),
+        );
+        rec.gap = bounds::gap_stats(net, &gx, &gy, ball, method, 128).map(|mut g| {
+            g.cert_pgd_gap = match (rec.pgd_acc, rec.cert_acc.get(method.name())) {
+                (Some(p), Some(c)) => Some(p - c),
+                _ => None,
+            };
+            g
+        });
+    }
+
+    /// The decision map of a 2-D model at the first eval eps; `None` for other inputs.
+    pub fn decision_map(&self, net: &Network, data: &Dataset, epoch: u32) -> Option<DecisionMap> {
+        (data.input_shape == [2]).then(|| {
+            decision_map(
+                net,
+                &data.test_x,
+                &data.test_y,
+                self.specs.first(),
+                epoch,
+                64,
+                400,
+            )
+        })
+    }
+}

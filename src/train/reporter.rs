@@ -1,0 +1,96 @@
+//! Where the training loop's news goes: each message is written to the run folder's log and
+//! sent as an event once, the progress events are throttled, and each evaluation is appended
+//! to `metrics.jsonl` with the model saved beside it (the best one too).
+use super::{Control, TrainError};
+use crate::metrics::EvalRecord;
+use crate::model::Network;
+use crate::protocol::{Event, Level, Outcome};
+use crate::run::RunWriter;
+use std::time::{Duration, Instant};
+
+pub struct Reporter<'a> {
+    run: &'a mut RunWriter,
+    emit: &'a mut dyn FnMut(Event),
+    started: Instant,
+    last_progress: Instant,
+    best_score: f64,
+}
+
+impl<'a> Reporter<'a> {
+    pub fn new(run: &'a mut RunWriter, emit: &'a mut dyn FnMut(Event)) -> Self {
+        Reporter {
+            run,
+            emit,
+            started: Instant::now(),
+            last_progress: Instant::now() - Duration::from_secs(1),
+            best_score: f64::NEG_INFINITY,
+        }
+    }
+
+    pub fn emit(&mut self, event: Event) {
+        (self.emit)(event);
+    }
+
+    /// Writes `message` to `log.txt` and sends it to the UI.
+    pub fn log(&mut self, level: Level, message: String) {
+        self.run.log(&message);
+        (self.emit)(Event::Log { level, message });
+    }
+
+    pub fn run_dir(&self) -> std::path::PathBuf {
+        self.run.dir().to_path_buf()
+    }
+
+    pub fn elapsed_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// A progress event, at most every 100 ms.
+    pub fn progress(&mut self, epoch: u32, epoch_fraction: f32, step: u64, loss: f64) {
+        if self.last_progress.elapsed() >= Duration::from_millis(100) {
+            self.last_progress = Instant::now();
+            self.epoch_progress(epoch, epoch_fraction, step, loss);
+        }
+    }
+
+    /// A progress event now (the end of an epoch).
+    pub fn epoch_progress(&mut self, epoch: u32, epoch_fraction: f32, step: u64, loss: f64) {
+        (self.emit)(Event::Progress {
+            epoch,
+            epoch_fraction,
+            step,
+            loss,
+        });
+    }
+
+    /// Handles pending commands (blocks while paused); true when the run must stop.
+    pub fn should_stop(&mut self, control: &Control) -> bool {
+        control.should_stop(self.emit)
+    }
+
+    /// Appends an evaluation to `metrics.jsonl` and saves the model; also as the best model
+    /// when its score (best certified, else PGD, else clean accuracy) is the highest so far.
+    pub fn record(&mut self, rec: &EvalRecord, net: &Network) -> Result<(), TrainError> {
+        self.run.append_metrics(rec)?;
+        net.save(&self.run.model_path())?;
+        let score = rec
+            .cert_acc
+            .values()
+            .copied()
+            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
+            .or(rec.pgd_acc)
+            .unwrap_or(rec.clean_acc);
+        if score > self.best_score {
+            self.best_score = score;
+            net.save(&self.run.best_model_path())?;
+        }
+        Ok(())
+    }
+
+    /// Ends a run that was asked to stop: logs why and keeps the model so far.
+    pub fn stopped(&mut self, net: &Network, message: String) -> Result<Outcome, TrainError> {
+        self.log(Level::Warn, message);
+        net.save(&self.run.model_path())?;
+        Ok(Outcome::Cancelled)
+    }
+}

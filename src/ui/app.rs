@@ -85,7 +85,11 @@ impl App {
         let waker = ctx.clone();
         let wake: Box<dyn Fn() + Send> =
             Box::new(move || waker.request_repaint_after(Duration::from_millis(30)));
-        match (self.spawner)(cfg.clone(), RunTarget::Under(self.library.dir.clone()), wake) {
+        match (self.spawner)(
+            cfg.clone(),
+            RunTarget::Under(self.library.dir.clone()),
+            wake,
+        ) {
             Ok(handle) => {
                 // The previous live run stays on the plots as an overlay.
                 if let Some(prev) = self.live.take() {

@@ -33,8 +33,10 @@ pub fn synthetic_run(k: usize, epochs: u32) -> RunSeries {
         }
         let estimators = [Estimator::Gram, Estimator::Power, Estimator::Product];
         for (i, m) in estimators.iter().enumerate() {
-            r.lipschitz
-                .insert(m.name().into(), 10f64.powf(3.0 - 2.0 * t) * (1.0 + i as f64));
+            r.lipschitz.insert(
+                m.name().into(),
+                10f64.powf(3.0 - 2.0 * t) * (1.0 + i as f64),
+            );
         }
         r.gap = Some(GapStats {
             method: BoundMethod::Crown.name().into(),

@@ -27,4 +27,3 @@ pub(crate) fn bundled_presets() -> Vec<PathBuf> {
     v.sort();
     v
 }
-

@@ -118,12 +118,7 @@ impl Designer {
         });
     }
 
-    fn dataset_ui(
-        &mut self,
-        ui: &mut Ui,
-        problems: &[FieldError],
-        actions: &mut Vec<Action>,
-    ) {
+    fn dataset_ui(&mut self, ui: &mut Ui, problems: &[FieldError], actions: &mut Vec<Action>) {
         let d = &mut self.cfg.dataset;
         egui::Grid::new("dataset").num_columns(2).show(ui, |ui| {
             let kinds: Vec<(DatasetKind, &str)> =

@@ -3,7 +3,7 @@
 use super::{Action, ERROR_COLOR};
 use crate::config::{
     Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
-    LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp,
+    LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp, TrainConfig,
 };
 use egui::{RichText, Ui};
 
@@ -247,81 +247,7 @@ impl Designer {
                     )
                 });
             }
-            match t.method {
-                Method::Pgd => {
-                    row(ui, "PGD steps", problems, "train.pgd_steps", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.pgd_steps))
-                    });
-                    row(ui, "Step / eps", problems, "train.pgd_step_ratio", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.pgd_step_ratio).speed(0.01))
-                    });
-                }
-                Method::Ibp | Method::CrownIbp | Method::Fastlin => {
-                    if t.method == Method::CrownIbp {
-                        row(ui, "Final beta", problems, "train.final_beta", |ui| {
-                            ui.add(egui::DragValue::new(&mut t.final_beta).speed(0.01))
-                        });
-                    }
-                    if t.method != Method::Fastlin {
-                        row(ui, "Final kappa", problems, "train.final_kappa", |ui| {
-                            ui.add(egui::DragValue::new(&mut t.final_kappa).speed(0.01))
-                        });
-                    }
-                    if t.method == Method::Fastlin {
-                        row(
-                            ui,
-                            "Projection dim (0 = exact)",
-                            problems,
-                            "train.proj_dim",
-                            |ui| ui.add(egui::DragValue::new(&mut t.proj_dim)),
-                        );
-                    }
-                    row(
-                        ui,
-                        "r1 weight (tightness)",
-                        problems,
-                        "train.r1_weight",
-                        |ui| ui.add(egui::DragValue::new(&mut t.r1_weight).speed(0.01)),
-                    );
-                    row(
-                        ui,
-                        "r2 weight (tightness)",
-                        problems,
-                        "train.r2_weight",
-                        |ui| ui.add(egui::DragValue::new(&mut t.r2_weight).speed(0.01)),
-                    );
-                    row(
-                        ui,
-                        "Regularizer warm-up epochs",
-                        problems,
-                        "train.reg_warmup_epochs",
-                        |ui| ui.add(egui::DragValue::new(&mut t.reg_warmup_epochs)),
-                    );
-                }
-                Method::Lipschitz => {
-                    row(ui, "Lipschitz weight", problems, "train.lip_weight", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.lip_weight).speed(0.001))
-                    });
-                    row(
-                        ui,
-                        "Lipschitz target (0 = off)",
-                        problems,
-                        "train.lip_target",
-                        |ui| ui.add(egui::DragValue::new(&mut t.lip_target).speed(0.1)),
-                    );
-                    let bounds: Vec<(LipBound, &str)> =
-                        LipBound::ALL.iter().map(|b| (*b, b.name())).collect();
-                    row(ui, "Bound", problems, "train.lip_bound", |ui| {
-                        combo(ui, "lip-bound", &mut t.lip_bound, &bounds)
-                    });
-                    if t.lip_bound == LipBound::Admm {
-                        row(ui, "ADMM penalty", problems, "train.admm_penalty", |ui| {
-                            ui.add(egui::DragValue::new(&mut t.admm_penalty).speed(0.01))
-                        });
-                    }
-                }
-                Method::Standard => {}
-            }
+            method_fields_ui(ui, t, problems);
         });
     }
 
@@ -429,6 +355,86 @@ impl Designer {
                 |ui| checkbox_list(ui, &mut e.lipschitz, &Estimator::ALL, Estimator::name),
             );
         });
+    }
+}
+
+/// The training fields of `t.method` alone (PGD steps, CROWN-IBP schedule, regularizer
+/// weights, Lipschitz control), in the training grid.
+fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
+    match t.method {
+        Method::Pgd => {
+            row(ui, "PGD steps", problems, "train.pgd_steps", |ui| {
+                ui.add(egui::DragValue::new(&mut t.pgd_steps))
+            });
+            row(ui, "Step / eps", problems, "train.pgd_step_ratio", |ui| {
+                ui.add(egui::DragValue::new(&mut t.pgd_step_ratio).speed(0.01))
+            });
+        }
+        Method::Ibp | Method::CrownIbp | Method::Fastlin => {
+            if t.method == Method::CrownIbp {
+                row(ui, "Final beta", problems, "train.final_beta", |ui| {
+                    ui.add(egui::DragValue::new(&mut t.final_beta).speed(0.01))
+                });
+            }
+            if t.method != Method::Fastlin {
+                row(ui, "Final kappa", problems, "train.final_kappa", |ui| {
+                    ui.add(egui::DragValue::new(&mut t.final_kappa).speed(0.01))
+                });
+            }
+            if t.method == Method::Fastlin {
+                row(
+                    ui,
+                    "Projection dim (0 = exact)",
+                    problems,
+                    "train.proj_dim",
+                    |ui| ui.add(egui::DragValue::new(&mut t.proj_dim)),
+                );
+            }
+            row(
+                ui,
+                "r1 weight (tightness)",
+                problems,
+                "train.r1_weight",
+                |ui| ui.add(egui::DragValue::new(&mut t.r1_weight).speed(0.01)),
+            );
+            row(
+                ui,
+                "r2 weight (tightness)",
+                problems,
+                "train.r2_weight",
+                |ui| ui.add(egui::DragValue::new(&mut t.r2_weight).speed(0.01)),
+            );
+            row(
+                ui,
+                "Regularizer warm-up epochs",
+                problems,
+                "train.reg_warmup_epochs",
+                |ui| ui.add(egui::DragValue::new(&mut t.reg_warmup_epochs)),
+            );
+        }
+        Method::Lipschitz => {
+            row(ui, "Lipschitz weight", problems, "train.lip_weight", |ui| {
+                ui.add(egui::DragValue::new(&mut t.lip_weight).speed(0.001))
+            });
+            row(
+                ui,
+                "Lipschitz target (0 = off)",
+                problems,
+                "train.lip_target",
+                |ui| ui.add(egui::DragValue::new(&mut t.lip_target).speed(0.1)),
+            );
+            let bounds: Vec<(LipBound, &str)> =
+                LipBound::ALL.iter().map(|b| (*b, b.name())).collect();
+            row(ui, "Bound", problems, "train.lip_bound", |ui| {
+                combo(ui, "lip-bound", &mut t.lip_bound, &bounds)
+            });
+            if t.lip_bound == LipBound::Admm {
+                row(ui, "ADMM penalty", problems, "train.admm_penalty", |ui| {
+                    ui.add(egui::DragValue::new(&mut t.admm_penalty).speed(0.01))
+                });
+            }
+        }
+        Method::Standard => {}
     }
 }
 

@@ -243,13 +243,6 @@ fn keep_lower(best_x: &mut Tensor, best_margin: &mut Tensor, candidate: &Tensor,
     *best_x = candidate.where_self(&better.reshape(per_example_shape(candidate)), &*best_x);
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Test hook: a perturbation added to every iterate after its projection, to prove that
-    /// the iterate checks fire.
-    static INJECT_AFTER_PROJECTION: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
-}
-
 /// Projected gradient ascent of the attack objective inside the ball and the box, with
 /// restarts. Returns, per example, the point of lowest margin seen (the clean input, every
 /// iterate of every restart, and the final iterates), detached.
@@ -283,7 +276,7 @@ pub fn pgd(net: &Network, x: &Tensor, y: &Tensor, cfg: &PgdConfig) -> PgdResult 
                 );
             });
             #[cfg(test)]
-            if let Some(offset) = INJECT_AFTER_PROJECTION.with(|c| c.get()) {
+            if let Some(offset) = tests::INJECT_AFTER_PROJECTION.with(|c| c.get()) {
                 x_adv = x_adv + offset;
             }
             check_iterate(&x_adv, &x, cfg.eps, cfg.norm);
@@ -308,18 +301,25 @@ pub fn correct(net: &Network, x: &Tensor, y: &Tensor) -> Tensor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    thread_local! {
+        /// Test hook: a perturbation added to every iterate after its projection, to prove that
+        /// the iterate checks fire.
+        pub(super) static INJECT_AFTER_PROJECTION: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+    }
+
     use super::*;
     use crate::config::ModelConfig;
     use crate::model::LayerSpec;
     use tch::Device;
 
-    fn vecf(t: &Tensor) -> Vec<f64> {
+    pub(crate) fn vecf(t: &Tensor) -> Vec<f64> {
         Vec::<f64>::try_from(t.to_kind(Kind::Double).reshape([-1])).unwrap()
     }
 
     /// A network with a single Linear layer `d -> 2`, weights set by hand.
-    fn linear_net(w: &[[f32; 4]; 2], b: [f32; 2]) -> Network {
+    /// A network of one linear layer `x -> w x + b` (4 inputs, 2 classes).
+    pub(crate) fn linear_net(w: &[[f32; 4]; 2], b: [f32; 2]) -> Network {
         let net = Network::new(
             vec![LayerSpec::Linear {
                 in_features: 4,
@@ -434,47 +434,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn pgd_training_loss_is_the_worst_case_cross_entropy_of_a_linear_model() {
-        // Two classes, label 0: CE = softplus(-margin), decreasing in the margin, so the
-        // worst case over the l_inf ball is softplus(-(m(x) - eps ||w_0 - w_1||_1)) for
-        // interior points. PGD-AT's loss (train::method_loss) must equal its mean.
-        let w = [[0.8f32, -1.5, 0.3, 2.0], [-0.4, 0.5, -0.9, 0.1]];
-        let b = [0.3f32, -0.1];
-        let net = linear_net(&w, b);
-        let points = [
-            [0.5f32, 0.45, 0.6, 0.55],
-            [0.4, 0.6, 0.5, 0.5],
-            [0.55, 0.5, 0.45, 0.6],
-        ];
-        let flat: Vec<f32> = points.iter().flatten().copied().collect();
-        let x = Tensor::from_slice(&flat).reshape([3, 4]);
-        let y = Tensor::zeros([3], (Kind::Int64, Device::Cpu));
-        let mut cfg = crate::config::ExperimentConfig::default_experiment();
-        cfg.train.method = crate::config::Method::Pgd;
-        cfg.train.eps = 0.1;
-        cfg.train.pgd_steps = 10;
-        cfg.train.pgd_step_ratio = 0.25;
-        let v_l1: f64 = (0..4).map(|i| (w[0][i] - w[1][i]).abs() as f64).sum();
-        let softplus = |t: f64| (1.0 + t.exp()).ln();
-        for eps in [0.0, 0.05, 0.1] {
-            let mut sched = crate::train::schedule(&cfg, 100.0);
-            sched.eps = eps;
-            let (loss, logits) = crate::train::method_loss(&net, &x, &y, &cfg, &sched);
-            let clean = vecf(&margins(&logits, &y));
-            let want = clean
-                .iter()
-                .map(|m| softplus(-(m - eps * v_l1)))
-                .sum::<f64>()
-                / 3.0;
-            let got = loss.double_value(&[]);
-            assert!(
-                (got - want).abs() < 1e-5,
-                "eps {eps}: loss {got} vs worst case {want}"
-            );
         }
     }
 

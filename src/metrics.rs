@@ -42,7 +42,7 @@ pub struct EvalRecord {
     /// `train_bound_max` (its largest value after any optimiser step of the epoch).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub lipschitz: BTreeMap<String, f64>,
-    /// Relaxation-gap statistics (seed 001).
+    /// Relaxation-gap statistics (Zhu et al. 2020).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<GapStats>,
 }
@@ -82,7 +82,8 @@ pub struct GapStats {
 /// How one test point fares at the eval eps, for the 2-D view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PointStatus {
-    /// Every configured bound certifies the point (and it is correctly classified).
+    /// Correct, and at least one configured bound certifies the point (each is sound, so one
+    /// certificate suffices; the 2-D view combines them with OR).
     Certified,
     /// Correct and no attack found an adversarial example, but not certified.
     PgdRobust,

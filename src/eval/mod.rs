@@ -141,13 +141,6 @@ fn min_other_margin(margins_lower: &Tensor, y: &Tensor) -> Tensor {
         .amin([1], false)
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Test hook: a shift added to every margin lower bound, to make a bound unsound on
-    /// purpose and prove that the consistency check catches it.
-    static UNSOUND_SHIFT: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
-}
-
 /// Per-example robustness of one batch. A point is PGD-robust only if it is correct and no
 /// restart finds an adversarial example; certified only if correct and every margin bound > 0.
 pub fn robust_masks(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec) -> RobustMasks {
@@ -175,7 +168,7 @@ pub fn robust_masks(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec) ->
         let started = Instant::now();
         let lower = tch::no_grad(|| bounds::margin_lower(net, x, y, ball, method));
         #[cfg(test)]
-        let lower = match UNSOUND_SHIFT.with(|c| c.get()) {
+        let lower = match tests::UNSOUND_SHIFT.with(|c| c.get()) {
             Some(shift) => lower + shift,
             None => lower,
         };
@@ -314,6 +307,12 @@ pub fn robust_eval_with_progress(
 
 #[cfg(test)]
 mod tests {
+    thread_local! {
+        /// Test hook: a shift added to every margin lower bound, to make a bound unsound on
+        /// purpose and prove that the consistency check catches it.
+        pub(super) static UNSOUND_SHIFT: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+    }
+
     use super::*;
     use crate::config::ModelConfig;
     use tch::Device;

@@ -66,12 +66,13 @@ pub fn method_loss(
                 None => (loss, logits),
             }
         }
-        // Seed 000 / 002: cross-entropy plus lip_weight times a differentiable Lipschitz bound
-        // (the enforced version rescales after the optimiser step, in `train`).
+        // Pauli et al. 2021 / Delattre et al. 2023: cross-entropy plus lip_weight times a
+        // differentiable Lipschitz bound (the enforced version rescales after the optimiser
+        // step: `LipschitzControl`).
         Method::Lipschitz => {
             let logits = net.forward(x);
             let loss = ce(&logits);
-            // ADMM's penalty acts in its SDP step; its W-step adds the coupling (in `train`).
+            // ADMM's penalty acts in its SDP step; its W-step adds the coupling (`LipschitzControl`).
             if tc.lip_weight > 0.0 && tc.lip_bound != LipBound::Admm {
                 let shapes = net.layer_shapes();
                 let bound = crate::lipschitz::training_bound(net, &shapes, tc.lip_bound);
@@ -160,6 +161,7 @@ pub fn certified_training_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attack::tests::{linear_net, vecf};
     use crate::config::Norm;
     use crate::model::LayerSpec;
     use tch::Device;
@@ -264,6 +266,47 @@ mod tests {
                     assert!(norm.is_finite() && norm > 0.0, "{method:?} proj {proj_dim} conv={conv_net}: parameter {i} gradient norm {norm}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn pgd_training_loss_is_the_worst_case_cross_entropy_of_a_linear_model() {
+        // Two classes, label 0: CE = softplus(-margin), decreasing in the margin, so the
+        // worst case over the l_inf ball is softplus(-(m(x) - eps ||w_0 - w_1||_1)) for
+        // interior points. PGD-AT's loss (train::method_loss) must equal its mean.
+        let w = [[0.8f32, -1.5, 0.3, 2.0], [-0.4, 0.5, -0.9, 0.1]];
+        let b = [0.3f32, -0.1];
+        let net = linear_net(&w, b);
+        let points = [
+            [0.5f32, 0.45, 0.6, 0.55],
+            [0.4, 0.6, 0.5, 0.5],
+            [0.55, 0.5, 0.45, 0.6],
+        ];
+        let flat: Vec<f32> = points.iter().flatten().copied().collect();
+        let x = Tensor::from_slice(&flat).reshape([3, 4]);
+        let y = Tensor::zeros([3], (Kind::Int64, Device::Cpu));
+        let mut cfg = ExperimentConfig::default_experiment();
+        cfg.train.method = Method::Pgd;
+        cfg.train.eps = 0.1;
+        cfg.train.pgd_steps = 10;
+        cfg.train.pgd_step_ratio = 0.25;
+        let v_l1: f64 = (0..4).map(|i| (w[0][i] - w[1][i]).abs() as f64).sum();
+        let softplus = |t: f64| (1.0 + t.exp()).ln();
+        for eps in [0.0, 0.05, 0.1] {
+            let mut sched = super::super::schedule(&cfg, 100.0);
+            sched.eps = eps;
+            let (loss, logits) = method_loss(&net, &x, &y, &cfg, &sched);
+            let clean = vecf(&crate::attack::margins(&logits, &y));
+            let want = clean
+                .iter()
+                .map(|m| softplus(-(m - eps * v_l1)))
+                .sum::<f64>()
+                / 3.0;
+            let got = loss.double_value(&[]);
+            assert!(
+                (got - want).abs() < 1e-5,
+                "eps {eps}: loss {got} vs worst case {want}"
+            );
         }
     }
 }

@@ -111,7 +111,7 @@ pub struct RunSeries {
     pub dir: Option<PathBuf>,
     pub config: ExperimentConfig,
     pub records: Vec<EvalRecord>,
-    /// How it ended (`completed`, `cancelled`, `failed`), or `None` while running.
+    /// How it ended ([`crate::protocol::Outcome::name`]), or `None` while running.
     pub outcome: Option<String>,
     pub color: Color32,
     pub visible: bool,
@@ -212,6 +212,17 @@ impl RunSeries {
     ) -> impl Iterator<Item = (&Metric, &Curve)> {
         self.curves.iter().filter(move |(m, _)| keep(m))
     }
+}
+
+/// The certificate keys (bound methods) of the runs' last evaluations, sorted, each once.
+pub fn cert_methods<'a>(runs: impl Iterator<Item = &'a RunSeries>) -> Vec<String> {
+    let mut keys: Vec<String> = runs
+        .filter_map(|r| r.last())
+        .flat_map(|r| r.cert_acc.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Distinct, readable colours for runs and curves (on the dark and the light theme).

@@ -308,6 +308,7 @@ fn metric_color(m: &Metric) -> Color32 {
         Metric::Train => PALETTE[9],
         Metric::TrainLoss => PALETTE[4],
         Metric::BatchLoss => Color32::from_gray(150),
+        Metric::LossPart(name) => PALETTE[(5 + loss_part_index(name)) % PALETTE.len()],
         Metric::TrainEps => PALETTE[5],
         Metric::R1 => PALETTE[6],
         Metric::R2 => PALETTE[5],
@@ -318,6 +319,20 @@ fn metric_color(m: &Metric) -> Color32 {
         Metric::Lipschitz(name) => PALETTE[lipschitz_index(name) % PALETTE.len()],
         Metric::Unstable(i) => PALETTE[*i % PALETTE.len()],
     }
+}
+
+/// The position of a `loss_parts` key, for a stable colour each.
+fn loss_part_index(name: &str) -> usize {
+    [
+        key::LOSS_CLEAN_CE,
+        key::LOSS_ROBUST_CE,
+        key::LOSS_R1,
+        key::LOSS_R2,
+        key::LOSS_LIPSCHITZ,
+    ]
+    .iter()
+    .position(|n| *n == name)
+    .unwrap_or(5)
 }
 
 /// The position of a `lipschitz` key: the estimators, then the training and ADMM keys; an

@@ -47,7 +47,12 @@ impl OverviewPanel {
             },
         );
         titled(ui, "Loss", "loss", &mut actions, |ui| {
-            let keep = |m: &Metric| matches!(m, Metric::TrainLoss | Metric::BatchLoss);
+            let keep = |m: &Metric| {
+                matches!(
+                    m,
+                    Metric::TrainLoss | Metric::BatchLoss | Metric::LossPart(_)
+                )
+            };
             // (Batch losses exist for the live run only.)
             CurvePlot {
                 id: "loss",

@@ -662,3 +662,58 @@ fn half_line_r2_is_the_exactness_condition_of_crowns_lines() {
     let gap = (&f.r2_abs - &f.r2).abs().max().double_value(&[]);
     assert!(gap <= 1e-12, "Fast-Lin: the two forms differ by {gap:e}");
 }
+
+/// A float32 network whose margin bound is positive only by rounding: the hidden value
+/// `2^25 - 0.5` rounds to `2^25`, and the next layer subtracts `2^25` again. The old rule
+/// (`certified` on the float32 bound) certifies the point; the rounding-safe one refuses it,
+/// and still certifies a point whose margin is clear.
+#[test]
+fn a_margin_positive_only_by_float32_rounding_is_not_certified() {
+    let net = Network::new(
+        vec![lin(1, 1), LayerSpec::Relu, lin(1, 2)],
+        &[1],
+        2,
+        Device::Cpu,
+    );
+    let set = |i: usize, w: &[f32], b: &[f32]| {
+        let Layer::Linear { weight, bias } = &net.layers[i] else {
+            unreachable!()
+        };
+        tch::no_grad(|| {
+            let shape = weight.size();
+            weight
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(w).reshape(shape.as_slice()));
+            bias.shallow_clone().copy_(&Tensor::from_slice(b));
+        });
+    };
+    let big = 33_554_432.0f32; // 2^25
+    set(0, &[big], &[-0.5]);
+    set(2, &[1.0, 0.0], &[-big, -0.25]);
+    let x = Tensor::from_slice(&[1.0f32]).reshape([1, 1]);
+    let y = Tensor::from_slice(&[0i64]);
+    // True margin with these (float32) parameters: (2^25 - 0.5 - 2^25) - (-0.25) = -0.25.
+    let true_margin = -0.25;
+    let ball = Ball {
+        eps: 0.0,
+        norm: Norm::Linf,
+    };
+    let m32 = margin_lower(&net, &x, &y, ball, BoundMethod::Ibp);
+    assert!(
+        bool::try_from(certified(&m32, &y)).unwrap(),
+        "precondition: float32 IBP should certify by rounding (margin {})",
+        m32.double_value(&[0, 1])
+    );
+    for method in BoundMethod::ALL {
+        let c = certify(&net, &x, &y, ball, method);
+        assert!(
+            !bool::try_from(c.certified.get(0)).unwrap(),
+            "{}: certified although the true margin is {true_margin}",
+            method.name()
+        );
+    }
+    // A margin that is clear in float64 too is still certified.
+    set(2, &[1.0, 0.0], &[-big, -10.0]);
+    let c = certify(&net, &x, &y, ball, BoundMethod::Ibp);
+    assert!(bool::try_from(c.certified.get(0)).unwrap());
+}

@@ -45,6 +45,8 @@ pub enum DataError {
     },
     #[error("dataset folder {path} is not usable: {message}")]
     Folder { path: PathBuf, message: String },
+    #[error("{0}")]
+    Split(String),
 }
 
 /// A dataset in memory (CPU tensors). `*_x` is `[N, ..input_shape]`, `*_y` is `[N]` i64.
@@ -55,6 +57,9 @@ pub struct Dataset {
     pub train_y: Tensor,
     pub test_x: Tensor,
     pub test_y: Tensor,
+    /// The validation split (`dataset.val_size`; empty when 0).
+    pub val_x: Tensor,
+    pub val_y: Tensor,
     pub input_shape: Vec<i64>,
     pub num_classes: i64,
     pub class_names: Vec<String>,
@@ -66,6 +71,9 @@ impl Dataset {
     }
     pub fn test_len(&self) -> i64 {
         self.test_y.size()[0]
+    }
+    pub fn val_len(&self) -> i64 {
+        self.val_y.size()[0]
     }
     /// Per-channel mean and standard deviation of the training inputs.
     pub fn channel_stats(&self) -> (Vec<f64>, Vec<f64>) {
@@ -119,7 +127,8 @@ const CIFAR_NAMES: [&str; 10] = [
 pub fn load(cfg: &DatasetConfig, seed: u64) -> Result<Dataset, DataError> {
     let mut ds = match cfg.kind {
         DatasetKind::Moons | DatasetKind::Circles | DatasetKind::Spirals | DatasetKind::Xor => {
-            toy(cfg.kind, cfg.toy_points, cfg.toy_noise, seed)
+            let n_val = cfg.val_len(0);
+            toy_with_validation(cfg.kind, cfg.toy_points, n_val, cfg.toy_noise, seed)
         }
         DatasetKind::FashionMnist | DatasetKind::Mnist => {
             let names: Vec<String> = if cfg.kind == DatasetKind::FashionMnist {
@@ -133,6 +142,8 @@ pub fn load(cfg: &DatasetConfig, seed: u64) -> Result<Dataset, DataError> {
             let shape = train_x.size()[1..].to_vec();
             Dataset {
                 name: cfg.kind.name().into(),
+                val_x: train_x.narrow(0, 0, 0),
+                val_y: train_y.narrow(0, 0, 0),
                 train_x,
                 train_y,
                 test_x,
@@ -144,11 +155,31 @@ pub fn load(cfg: &DatasetConfig, seed: u64) -> Result<Dataset, DataError> {
         }
         DatasetKind::Cifar10 => load_cifar10(&cfg.folder())?,
     };
+    if !cfg.kind.is_toy() {
+        let n_val = cfg.val_len(ds.train_len() as usize);
+        hold_out_validation(&mut ds, n_val)?;
+    }
     ds.train_x = subset(&ds.train_x, cfg.train_size);
     ds.train_y = subset(&ds.train_y, cfg.train_size);
     ds.test_x = subset(&ds.test_x, cfg.test_size);
     ds.test_y = subset(&ds.test_y, cfg.test_size);
     Ok(ds)
+}
+
+/// Moves the last `n` examples of the training split (file order) to the validation split.
+fn hold_out_validation(ds: &mut Dataset, n: usize) -> Result<(), DataError> {
+    let len = ds.train_len();
+    if n as i64 >= len {
+        return Err(DataError::Split(format!(
+            "dataset.val_size = {n} leaves no training examples (the training split has {len})"
+        )));
+    }
+    let keep = len - n as i64;
+    ds.val_x = ds.train_x.narrow(0, keep, n as i64);
+    ds.val_y = ds.train_y.narrow(0, keep, n as i64);
+    ds.train_x = ds.train_x.narrow(0, 0, keep);
+    ds.train_y = ds.train_y.narrow(0, 0, keep);
+    Ok(())
 }
 
 /// The first `n` rows (file order), or all when `n` is 0 or larger than the set.
@@ -359,6 +390,8 @@ fn load_cifar10(folder: &Path) -> Result<Dataset, DataError> {
     let (test_x, test_y) = load_batches(&["test_batch.bin".to_string()])?;
     Ok(Dataset {
         name: "cifar10".into(),
+        val_x: train_x.narrow(0, 0, 0),
+        val_y: train_y.narrow(0, 0, 0),
         train_x,
         train_y,
         test_x,
@@ -451,40 +484,57 @@ fn toy_points(
     (pts, labels)
 }
 
-/// A 2-D toy set with `n` train and `n` test points, scaled into [0.05, 0.95]^2 with one
-/// affine map (fitted on the noiseless shape, so train and test share it) and clipped to [0, 1].
+/// A 2-D toy set with `n` train and `n` test points (see [`toy_tensors`]).
 pub fn toy(kind: DatasetKind, n: usize, noise: f64, seed: u64) -> Dataset {
+    toy_with_validation(kind, n, 0, noise, seed)
+}
+
+/// [`toy`] plus `n_val` validation points: the generator's draws after the training and test
+/// points, which stay as they are without them.
+pub fn toy_with_validation(
+    kind: DatasetKind,
+    n: usize,
+    n_val: usize,
+    noise: f64,
+    seed: u64,
+) -> Dataset {
     let mut rng = SplitMix::new(seed);
-    let (clean, _) = toy_points(kind, 2000, 0.0, &mut SplitMix::new(12345));
-    let lo = [0, 1].map(|d| clean.iter().map(|p| p[d]).fold(f64::INFINITY, f64::min));
-    let hi = [0, 1].map(|d| clean.iter().map(|p| p[d]).fold(f64::NEG_INFINITY, f64::max));
-    let span = (hi[0] - lo[0]).max(hi[1] - lo[1]);
-    let centre = [(lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0];
-    let to_tensors = |rng: &mut SplitMix| {
-        let (pts, labels) = toy_points(kind, n, noise, rng);
-        let flat: Vec<f32> = pts
-            .iter()
-            .flat_map(|p| {
-                [0, 1].map(|d| (0.5 + 0.9 * (p[d] - centre[d]) / span).clamp(0.0, 1.0) as f32)
-            })
-            .collect();
-        (
-            Tensor::from_slice(&flat).reshape([n as i64, 2]),
-            Tensor::from_slice(&labels),
-        )
-    };
-    let (train_x, train_y) = to_tensors(&mut rng);
-    let (test_x, test_y) = to_tensors(&mut rng);
+    let (train_x, train_y) = toy_tensors(kind, n, noise, &mut rng);
+    let (test_x, test_y) = toy_tensors(kind, n, noise, &mut rng);
+    let (val_x, val_y) = toy_tensors(kind, n_val, noise, &mut rng);
     Dataset {
         name: kind.name().into(),
         train_x,
         train_y,
         test_x,
         test_y,
+        val_x,
+        val_y,
         input_shape: vec![2],
         num_classes: 2,
         class_names: vec!["class 0".into(), "class 1".into()],
     }
+}
+
+/// `n` points of a toy set, scaled into [0.05, 0.95]^2 with one affine map (fitted on the
+/// noiseless shape, so every split shares it) and clipped to [0, 1], and their labels.
+fn toy_tensors(kind: DatasetKind, n: usize, noise: f64, rng: &mut SplitMix) -> (Tensor, Tensor) {
+    let (clean, _) = toy_points(kind, 2000, 0.0, &mut SplitMix::new(12345));
+    let lo = [0, 1].map(|d| clean.iter().map(|p| p[d]).fold(f64::INFINITY, f64::min));
+    let hi = [0, 1].map(|d| clean.iter().map(|p| p[d]).fold(f64::NEG_INFINITY, f64::max));
+    let span = (hi[0] - lo[0]).max(hi[1] - lo[1]);
+    let centre = [(lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0];
+    let (pts, labels) = toy_points(kind, n, noise, rng);
+    let flat: Vec<f32> = pts
+        .iter()
+        .flat_map(|p| {
+            [0, 1].map(|d| (0.5 + 0.9 * (p[d] - centre[d]) / span).clamp(0.0, 1.0) as f32)
+        })
+        .collect();
+    (
+        Tensor::from_slice(&flat).reshape([n as i64, 2]),
+        Tensor::from_slice(&labels),
+    )
 }
 
 #[cfg(test)]
@@ -649,6 +699,7 @@ mod tests {
         let cfg = DatasetConfig {
             kind: DatasetKind::Cifar10,
             path: dir.path().display().to_string(),
+            val_size: Some(0),
             ..DatasetConfig::default()
         };
         let ds = load(&cfg, 0).unwrap();
@@ -697,6 +748,65 @@ mod tests {
     }
 
     #[test]
+    fn toy_validation_points_are_fresh_and_leave_train_and_test_as_they_were() {
+        let cfg = DatasetConfig {
+            kind: DatasetKind::Moons,
+            toy_points: 300,
+            ..DatasetConfig::default()
+        };
+        let with = load(&cfg, 3).unwrap();
+        let without = toy(DatasetKind::Moons, 300, cfg.toy_noise, 3);
+        assert_eq!(
+            with.val_x.size(),
+            vec![60, 2],
+            "20% of the points by default"
+        );
+        assert_eq!(with.train_x, without.train_x);
+        assert_eq!(with.test_x, without.test_x);
+        // Not a copy of training or test points.
+        let first = with.val_x.get(0).unsqueeze(0);
+        for split in [&with.train_x, &with.test_x] {
+            let d = (split - &first)
+                .abs()
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+            assert!(d.min().double_value(&[]) > 0.0);
+        }
+        let none = load(
+            &DatasetConfig {
+                val_size: Some(0),
+                ..cfg.clone()
+            },
+            3,
+        )
+        .unwrap();
+        assert_eq!(none.val_len(), 0);
+        // An image set's validation split cannot take the whole training split.
+        let dir = tempfile::tempdir().unwrap();
+        good_pair(dir.path(), "train", 10, false);
+        good_pair(dir.path(), "t10k", 4, false);
+        let idx = DatasetConfig {
+            kind: DatasetKind::Mnist,
+            path: dir.path().display().to_string(),
+            val_size: Some(10),
+            ..DatasetConfig::default()
+        };
+        let err = load(&idx, 0).unwrap_err().to_string();
+        assert!(
+            err.contains("dataset.val_size") && err.contains("10"),
+            "{err}"
+        );
+        let ok = load(
+            &DatasetConfig {
+                val_size: Some(3),
+                ..idx
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!((ok.train_len(), ok.val_len()), (7, 3));
+    }
+
+    #[test]
     fn real_fashion_mnist_loads() {
         let dir = Path::new(crate::config::FASHION_MNIST_DIR);
         assert!(
@@ -708,11 +818,19 @@ mod tests {
             ..DatasetConfig::default()
         };
         let ds = load(&cfg, 0).unwrap();
-        assert_eq!(ds.train_x.size(), vec![60000, 1, 28, 28]);
+        // The default validation split: the last 5,000 training examples.
+        assert_eq!(ds.train_x.size(), vec![55000, 1, 28, 28]);
+        assert_eq!(ds.val_x.size(), vec![5000, 1, 28, 28]);
         assert_eq!(ds.test_x.size(), vec![10000, 1, 28, 28]);
-        // Balanced classes: 6000 of each in the training set.
-        let counts = ds.train_y.bincount(None::<Tensor>, 10);
+        // Balanced classes: 6000 of each in the training file.
+        let all = Tensor::cat(&[&ds.train_y, &ds.val_y], 0);
+        let counts = all.bincount(None::<Tensor>, 10);
         assert_eq!(Vec::<i64>::try_from(counts).unwrap(), vec![6000; 10]);
+        let val_counts = Vec::<i64>::try_from(ds.val_y.bincount(None::<Tensor>, 10)).unwrap();
+        assert!(
+            val_counts.iter().all(|&c| (300..=700).contains(&c)),
+            "{val_counts:?}"
+        );
         let mean = ds.train_x.mean(Kind::Float).double_value(&[]);
         assert!((0.27..0.30).contains(&mean), "mean pixel {mean}");
     }

@@ -3,11 +3,39 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Which examples an evaluation ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The validation split, held out of the training data: per-epoch evaluation and model
+    /// selection.
+    Val,
+    /// The test split: only the final evaluation of the last and best models, or every epoch
+    /// of a run without a validation split (`dataset.val_size = 0`, and runs written before it).
+    Test,
+}
+
+/// Which saved model a final test evaluation is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinalModel {
+    /// `model.safetensors`: the network at the end of the run.
+    Last,
+    /// `model_best.safetensors`: the network of the best validation evaluation.
+    Best,
+}
+
 /// One evaluation. Accuracies are fractions in [0, 1].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EvalRecord {
     pub epoch: u32,
+    /// The split evaluated; absent in runs written before validation splits (test).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+    /// Set on the final test evaluations only: which model they are of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<FinalModel>,
     /// Optimiser steps taken so far.
     pub step: u64,
     /// Seconds since the run started.
@@ -21,7 +49,7 @@ pub struct EvalRecord {
     pub loss_parts: BTreeMap<String, f64>,
     /// Training accuracy on clean inputs over the epoch.
     pub train_acc: f64,
-    /// Clean accuracy on the whole test split.
+    /// Clean accuracy on the whole evaluated split (`split`).
     pub clean_acc: f64,
     /// The training eps in force at the end of the epoch (after the ramp).
     pub train_eps: f64,
@@ -112,6 +140,32 @@ pub struct DecisionMap {
     pub norm_l2: bool,
 }
 
+/// The record whose numbers stand for a run: the final test evaluation of the best model (by
+/// validation), else of the last model, else the last epoch's evaluation.
+pub fn reported(records: &[EvalRecord]) -> Option<&EvalRecord> {
+    let final_of = |m: FinalModel| records.iter().rev().find(|r| r.model == Some(m));
+    final_of(FinalModel::Best)
+        .or_else(|| final_of(FinalModel::Last))
+        .or_else(|| records.iter().rev().find(|r| !r.is_final()))
+}
+
+/// The last epoch's evaluation (not a final test evaluation).
+pub fn last_epoch(records: &[EvalRecord]) -> Option<&EvalRecord> {
+    records.iter().rev().find(|r| !r.is_final())
+}
+
+/// What a record's numbers are, for tables: `test:best`, `test:last`, `test:no-val` (a run
+/// evaluated on the test split every epoch: `dataset.val_size = 0`, or written before
+/// validation splits), or `val` (a run without its final test evaluation yet).
+pub fn split_label(rec: &EvalRecord) -> &'static str {
+    match (rec.split(), rec.model) {
+        (_, Some(FinalModel::Best)) => "test:best",
+        (_, Some(FinalModel::Last)) => "test:last",
+        (Split::Test, None) => "test:no-val",
+        (Split::Val, None) => "val",
+    }
+}
+
 /// Edges of the histogram of `p_t - m_t`: 0, then decades from 1e-6 to 1e4 (the last bin also
 /// holds everything above).
 pub fn gap_hist_edges() -> Vec<f64> {
@@ -151,6 +205,15 @@ pub mod key {
 }
 
 impl EvalRecord {
+    /// The split this record's accuracies are on (records without one are on the test split).
+    pub fn split(&self) -> Split {
+        self.split.unwrap_or(Split::Test)
+    }
+    /// Whether this is an end-of-run test evaluation of a saved model (not an epoch's).
+    pub fn is_final(&self) -> bool {
+        self.model.is_some()
+    }
+
     pub fn to_json_line(&self) -> String {
         // Plain numbers and strings only: serialisation cannot fail.
         serde_json::to_string(self).unwrap_or_default()

@@ -67,7 +67,11 @@ fn certified_training_writes_every_bound_and_the_gap_statistics() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(recs.len(), 3);
+    // Three epochs on the validation split, then the last and best models on the test split.
+    let epochs = recs.iter().filter(|r| r.get("model").is_none()).count();
+    assert_eq!(epochs, 3);
+    let finals: Vec<_> = recs.iter().filter_map(|r| r.get("model")).collect();
+    assert_eq!(finals, ["last", "best"]);
     for r in &recs {
         let clean = r["clean_acc"].as_f64().unwrap();
         let pgd = r["pgd_acc"].as_f64().unwrap();

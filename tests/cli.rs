@@ -13,11 +13,13 @@ fn manifest(p: &str) -> String {
         .to_string()
 }
 
+/// The per-epoch records of a run folder (without the final test evaluations).
 fn metrics(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r.get("model").is_none())
         .collect()
 }
 
@@ -73,9 +75,14 @@ fn run_writes_a_complete_run_folder_and_runs_lists_it() {
         listing.contains("moons") && listing.contains("completed"),
         "{listing}"
     );
-    let last = m.last().unwrap()["clean_acc"].as_f64().unwrap();
+    // The accuracy shown is the best model's, on the test split (the run's final record).
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let best: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(best["model"], "best");
+    assert_eq!(best["split"], "test");
+    let acc = best["clean_acc"].as_f64().unwrap();
     assert!(
-        listing.contains(&format!("{last:.4}")),
+        listing.contains(&format!("{acc:.4}")) && listing.contains("test:best"),
         "final clean acc shown: {listing}"
     );
 

@@ -53,11 +53,12 @@ fn train_run(cfg: &ExperimentConfig) -> (Prepared, Vec<Event>) {
     (prep, events)
 }
 
+/// The per-epoch records a run sent (without the final test evaluations).
 fn records(events: &[Event]) -> Vec<EvalRecord> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Metrics(r) => Some(r.clone()),
+            Event::Metrics(r) if !r.is_final() => Some(r.clone()),
             _ => None,
         })
         .collect()

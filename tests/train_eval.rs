@@ -2,11 +2,25 @@
 //! must be consistent (cert <= PGD <= clean), and the final model point by point.
 use certlab::config::{BoundMethod, DatasetKind, DeviceChoice, ExperimentConfig, Method};
 use certlab::eval::{robust_masks, specs_from_config, RobustMasks};
-use certlab::metrics::EpsEval;
+use certlab::metrics::{EpsEval, EvalRecord};
 use certlab::protocol::{Event, Level};
 use certlab::run::RunWriter;
 use certlab::train::{prepare, train, Control};
 use tch::{Device, Tensor};
+
+/// IBP training's loss is `kappa CE(clean) + (1 - kappa) CE(robust)`: two parts that add up
+/// to the epoch's loss.
+fn check_loss_parts(r: &EvalRecord) {
+    let parts: Vec<&str> = r.loss_parts.keys().map(|k| k.as_str()).collect();
+    assert_eq!(parts, ["clean_ce", "robust_ce"], "epoch {}", r.epoch);
+    let sum: f64 = r.loss_parts.values().sum();
+    assert!(
+        (sum - r.train_loss).abs() <= 1e-5 * r.train_loss.abs().max(1.0),
+        "epoch {}: loss parts add up to {sum}, train_loss {}",
+        r.epoch,
+        r.train_loss
+    );
+}
 
 const TESTED_BOUNDS: [BoundMethod; 4] = BoundMethod::ALL;
 
@@ -71,18 +85,17 @@ fn cert_le_pgd_le_clean_on_every_evaluation_of_a_training_run() {
             _ => None,
         })
         .collect();
-    assert_eq!(records.len(), 4);
+    // Four epochs on the validation split, then the last and best models on the test split:
+    // every one of them must be consistent.
+    assert_eq!(records.len(), 6);
+    assert_eq!(records.iter().filter(|r| r.is_final()).count(), 2);
     let mut saw_certified = false;
     for r in &records {
-        let parts: Vec<&str> = r.loss_parts.keys().map(|k| k.as_str()).collect();
-        assert_eq!(parts, ["clean_ce", "robust_ce"], "epoch {}", r.epoch);
-        let sum: f64 = r.loss_parts.values().sum();
-        assert!(
-            (sum - r.train_loss).abs() <= 1e-5 * r.train_loss.abs().max(1.0),
-            "epoch {}: loss parts add up to {sum}, train_loss {}",
-            r.epoch,
-            r.train_loss
-        );
+        if r.is_final() {
+            assert!(r.loss_parts.is_empty(), "a final evaluation trains nothing");
+        } else {
+            check_loss_parts(r);
+        }
         let mut evals = vec![EpsEval {
             eps: r.eval_eps.unwrap(),
             pgd_acc: r.pgd_acc,

@@ -168,7 +168,9 @@ fn start_on_the_default_preset_plots_points_and_the_2d_view() {
         .is_some_and(|l| !l.is_running())));
     let live = h.state().live.as_ref().unwrap();
     assert_eq!(live.series.outcome.as_deref(), Some("completed"));
-    assert_eq!(live.series.records.len(), 3);
+    // Three epochs, then the last and best models on the test split (drawn on no curve).
+    let finals = live.series.records.iter().filter(|r| r.is_final()).count();
+    assert_eq!((live.series.records.len(), finals), (5, 2));
     let dir = live.run_dir().unwrap().to_path_buf();
     assert!(dir.starts_with(tmp.path()) && dir.join("metrics.jsonl").exists());
     let map = live

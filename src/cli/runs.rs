@@ -1,4 +1,5 @@
 //! `certlab runs`: list run folders with their final metrics.
+use crate::metrics;
 use crate::run;
 use anyhow::Result;
 use clap::Args;
@@ -12,7 +13,9 @@ pub struct RunsArgs {
 }
 
 impl RunsArgs {
-    /// Prints one line per run folder under `dir`: method, status, the last metrics.
+    /// Prints one line per run folder under `dir`: method, status, the last epoch, and the
+    /// accuracies of the evaluation that stands for the run (`split`: see
+    /// [`metrics::split_label`]).
     pub fn run(&self) -> Result<()> {
         let dir = &self.dir;
         let runs = run::list_runs(dir)?;
@@ -21,13 +24,16 @@ impl RunsArgs {
             return Ok(());
         }
         println!(
-            "{:<40} {:<10} {:<10} {:>6} {:>9} {:>9} {:>9}  cert",
-            "run", "method", "status", "epoch", "loss", "clean", "pgd"
+            "{:<40} {:<10} {:<10} {:>6} {:>9} {:<11} {:>9} {:>9}  cert",
+            "run", "method", "status", "epoch", "loss", "split", "clean", "pgd"
         );
         for r in runs {
             match r {
                 Ok(r) => {
-                    let last = r.last();
+                    // Epochs and loss from the last epoch; accuracies from the evaluation
+                    // that stands for the run (the final test one when there is one).
+                    let epoch = metrics::last_epoch(&r.metrics);
+                    let last = metrics::reported(&r.metrics);
                     let cert = last
                         .map(|m| {
                             m.cert_acc
@@ -38,12 +44,13 @@ impl RunsArgs {
                         })
                         .unwrap_or_default();
                     println!(
-                        "{:<40} {:<10} {:<10} {:>6} {:>9} {:>9} {:>9}  {}",
+                        "{:<40} {:<10} {:<10} {:>6} {:>9} {:<11} {:>9} {:>9}  {}",
                         r.name(),
                         r.config.train.method.name(),
                         r.status(),
-                        last.map_or("-".into(), |m| m.epoch.to_string()),
-                        last.map_or("-".into(), |m| format!("{:.4}", m.train_loss)),
+                        epoch.map_or("-".into(), |m| m.epoch.to_string()),
+                        epoch.map_or("-".into(), |m| format!("{:.4}", m.train_loss)),
+                        last.map_or("-", metrics::split_label),
                         fmt_acc(last.map(|m| m.clean_acc)),
                         fmt_acc(last.and_then(|m| m.pgd_acc)),
                         cert

@@ -59,6 +59,12 @@ pub struct DatasetConfig {
     pub train_size: usize,
     /// Number of test examples used (0 = all).
     pub test_size: usize,
+    /// Validation examples for per-epoch evaluation and model selection, held out of the
+    /// training split (toy sets: drawn from the generator). Absent: 5,000 for image sets (a
+    /// fifth of a training split under 25,000), 20% of `toy_points` for toy sets. 0: no
+    /// validation split: epochs are evaluated on the test split (the behaviour before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_size: Option<usize>,
     /// Toy sets: points generated per split.
     pub toy_points: usize,
     /// Toy sets: standard deviation of the Gaussian noise, in the unit box.
@@ -72,6 +78,7 @@ impl Default for DatasetConfig {
             path: String::new(),
             train_size: 0,
             test_size: 0,
+            val_size: None,
             toy_points: 1000,
             toy_noise: 0.05,
         }
@@ -88,7 +95,26 @@ impl DatasetConfig {
         }
     }
 
+    /// How many validation examples a training split of `train_len` gives (toy sets: how many
+    /// points to draw besides the training points).
+    pub fn val_len(&self, train_len: usize) -> usize {
+        match (self.val_size, self.kind.is_toy()) {
+            (Some(n), _) => n,
+            (None, true) => self.toy_points / 5,
+            (None, false) if train_len >= 25_000 => 5_000,
+            (None, false) => train_len / 5,
+        }
+    }
+
     pub(super) fn validate(&self, bad: &mut impl FnMut(&str, String)) {
+        if let (Some(v), true) = (self.val_size, self.kind.is_toy()) {
+            if v > 1_000_000 {
+                bad(
+                    "dataset.val_size",
+                    format!("{v} is out of range: expected 0..=1000000"),
+                );
+            }
+        }
         if self.kind.is_toy() {
             if !(10..=1_000_000).contains(&self.toy_points) {
                 bad(

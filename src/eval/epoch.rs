@@ -1,12 +1,13 @@
-//! One epoch's evaluation: clean accuracy on the test split, PGD and certified accuracy at
-//! every eval eps on the fixed robust subset, the l_2 certificate from a Lipschitz bound, the
+//! One epoch's evaluation: clean accuracy on the validation split (the test split when there is
+//! none, and at the end of a run), PGD and certified accuracy at every eval eps on its fixed
+//! robust subset, the l_2 certificate from a Lipschitz bound, the
 //! Lipschitz estimates, and the tightness statistics of the relaxation (Zhu et al. 2020).
 use super::{clean_accuracy, decision_map, robust_eval, specs_from_config, RobustSpec};
 use crate::bounds::{self, Ball};
 use crate::config::{BoundMethod, Estimator, ExperimentConfig, Method, Norm};
 use crate::data::Dataset;
 use crate::lipschitz;
-use crate::metrics::{key, DecisionMap, EvalRecord};
+use crate::metrics::{key, DecisionMap, EvalRecord, Split};
 use crate::model::Network;
 use crate::protocol::Level;
 use tch::{Kind, Tensor};
@@ -33,12 +34,18 @@ pub fn gap_method(cfg: &ExperimentConfig) -> Option<BoundMethod> {
     }
 }
 
-/// What every evaluation of a run computes, fixed when the run starts.
+/// What every evaluation of a run computes, and on which split, fixed when the run starts.
 pub struct Evaluator {
     specs: Vec<RobustSpec>,
-    /// The fixed robust subset: the first `eval.robust_subset` test points.
+    split: Split,
+    /// The evaluated split, whole (clean accuracy).
+    x: Tensor,
+    y: Tensor,
+    /// Its fixed robust subset: the first `eval.robust_subset` points.
     robust_x: Tensor,
     robust_y: Tensor,
+    /// Input dimension, for the l_inf-to-l_2 radius of the Lipschitz certificate.
+    input_dim: i64,
     lip_estimators: Vec<Estimator>,
     /// Whether to report the l_2 certificate from a Lipschitz bound (`cert_acc["lipschitz"]`).
     lip_certificate: bool,
@@ -56,15 +63,44 @@ pub trait EvalListener {
 }
 
 impl Evaluator {
+    /// The per-epoch evaluation: on the validation split, or on the test split when the data
+    /// has none (`dataset.val_size = 0`).
     pub fn new(cfg: &ExperimentConfig, data: &Dataset) -> Self {
+        if data.val_len() > 0 {
+            Self::on(cfg, data, Split::Val)
+        } else {
+            Self::on(cfg, data, Split::Test)
+        }
+    }
+
+    /// The split this evaluator runs on.
+    pub fn split(&self) -> Split {
+        self.split
+    }
+
+    /// The same evaluation on the test split (the final one of a run with a validation split).
+    pub fn on_test(cfg: &ExperimentConfig, data: &Dataset) -> Self {
+        Self::on(cfg, data, Split::Test)
+    }
+
+    fn on(cfg: &ExperimentConfig, data: &Dataset, split: Split) -> Self {
+        let (x, y) = match split {
+            Split::Val => (&data.val_x, &data.val_y),
+            Split::Test => (&data.test_x, &data.test_y),
+        };
+        let len = y.size()[0];
         let n = match cfg.eval.robust_subset {
-            0 => data.test_len(),
-            k => (k as i64).min(data.test_len()),
+            0 => len,
+            k => (k as i64).min(len),
         };
         Evaluator {
             specs: specs_from_config(cfg),
-            robust_x: data.test_x.narrow(0, 0, n),
-            robust_y: data.test_y.narrow(0, 0, n),
+            split,
+            x: x.shallow_clone(),
+            y: y.shallow_clone(),
+            robust_x: x.narrow(0, 0, n),
+            robust_y: y.narrow(0, 0, n),
+            input_dim: data.input_shape.iter().product(),
             lip_estimators: cfg.eval.lipschitz.clone(),
             // For 1-Lipschitz networks, Lipschitz training, and whenever Lipschitz estimates
             // are asked for (so that a standard run can be compared).
@@ -82,11 +118,11 @@ impl Evaluator {
     pub fn evaluate(
         &self,
         net: &Network,
-        data: &Dataset,
         rec: &mut EvalRecord,
         listener: &mut dyn EvalListener,
     ) -> Result<(), Interrupted> {
-        rec.clean_acc = clean_accuracy(net, &data.test_x, &data.test_y, 1024);
+        rec.split = Some(self.split);
+        rec.clean_acc = clean_accuracy(net, &self.x, &self.y, 1024);
         for (i, spec) in self.specs.iter().enumerate() {
             if listener.should_stop() {
                 return Err(Interrupted);
@@ -106,7 +142,7 @@ impl Evaluator {
             }
         }
         if self.lip_certificate {
-            self.lipschitz_certificate(net, data, rec);
+            self.lipschitz_certificate(net, rec);
         }
         if !self.lip_estimators.is_empty() {
             let n = self.robust_x.size()[0].min(64);
@@ -126,11 +162,11 @@ impl Evaluator {
 
     /// Certified accuracy of the l_2 certificate `margin_ij / (L_body ||w_i - w_j||)` at every
     /// eval eps; an l_inf ball of radius eps lies in the l_2 ball of radius `eps sqrt(d)`.
-    fn lipschitz_certificate(&self, net: &Network, data: &Dataset, rec: &mut EvalRecord) {
+    fn lipschitz_certificate(&self, net: &Network, rec: &mut EvalRecord) {
         let Some(parts) = lipschitz::certificate_parts(net, CERT_GRAM_ITERS) else {
             return;
         };
-        let d: i64 = data.input_shape.iter().product();
+        let d = self.input_dim;
         let radius =
             tch::no_grad(|| lipschitz::l2_radius(net, &parts, &self.robust_x, &self.robust_y));
         let n = self.robust_y.size()[0].max(1) as f64;

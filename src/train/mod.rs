@@ -22,11 +22,12 @@ pub use schedule::{learning_rate, ramp_fraction, schedule, Schedule};
 use crate::config::ExperimentConfig;
 use crate::data::Dataset;
 use crate::eval::{EvalListener, Evaluator, Interrupted};
-use crate::metrics::EvalRecord;
+use crate::metrics::{EvalRecord, FinalModel, Split};
 use crate::model::Network;
 pub use crate::protocol::{Command, Event, Level, Outcome};
 use crate::run::RunWriter;
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use tch::{nn, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +72,10 @@ pub fn train(
     rep.log(
         Level::Info,
         format!(
-            "device {}, {} train / {} test examples of {}, model {} ({} parameters), method {}",
+            "device {}, {} train / {} validation / {} test examples of {}, model {} ({} parameters), method {}",
             crate::device::device_name(*device),
             data.train_len(),
+            data.val_len(),
             data.test_len(),
             data.name,
             net.describe(),
@@ -81,9 +83,46 @@ pub fn train(
             cfg.train.method.name()
         ),
     );
-    let mut opt = optimizer(net, cfg)?;
     let evaluator = Evaluator::new(cfg, data);
-    let mut lip = LipschitzControl::start(cfg, net, &mut rep)?;
+    let (end, epoch, step) = run_epochs(cfg, data, net, &evaluator, control, &mut rep)?;
+    if let End::Stopped(why) = &end {
+        rep.stop(net, why.clone())?;
+    }
+    if evaluator.split() == Split::Val {
+        if control.cancel.load(Ordering::Relaxed) {
+            rep.log(
+                Level::Warn,
+                "interrupted: the final test evaluation is skipped".into(),
+            );
+        } else {
+            final_test(cfg, data, net, control, &mut rep, epoch, step)?;
+        }
+    }
+    Ok(match end {
+        End::Completed => Outcome::Completed,
+        End::Stopped(_) => Outcome::Cancelled,
+    })
+}
+
+/// How the epochs ended.
+enum End {
+    Completed,
+    /// Asked to stop; why.
+    Stopped(String),
+}
+
+/// Trains and evaluates epoch after epoch. Returns how it ended, the last epoch begun and the
+/// steps taken.
+fn run_epochs(
+    cfg: &ExperimentConfig,
+    data: &Dataset,
+    net: &Network,
+    evaluator: &Evaluator,
+    control: &Control,
+    rep: &mut Reporter,
+) -> Result<(End, u32, u64), TrainError> {
+    let mut opt = optimizer(net, cfg)?;
+    let mut lip = LipschitzControl::start(cfg, net, rep)?;
     let mut step: u64 = 0;
     for epoch in 1..=cfg.train.epochs {
         let lr = learning_rate(cfg, epoch - 1);
@@ -96,16 +135,16 @@ pub fn train(
             opt: &mut opt,
             lip: &mut lip,
             control,
-            rep: &mut rep,
+            rep,
         };
         let Some(stats) = pass.run(epoch, &mut step)? else {
             lip.on_stop(net);
             let why = format!("stopped at epoch {epoch}, step {step}");
-            return rep.stopped(net, why);
+            return Ok((End::Stopped(why), epoch, step));
         };
         let last = epoch == cfg.train.epochs;
         let evaluate = last || epoch % cfg.eval.every_epochs == 0;
-        lip.after_epoch(net, epoch, evaluate, cfg.train.lip_weight, &mut rep)?;
+        lip.after_epoch(net, epoch, evaluate, cfg.train.lip_weight, rep)?;
         if !evaluate {
             continue;
         }
@@ -119,15 +158,12 @@ pub fn train(
             lr,
             ..EvalRecord::default()
         };
-        let mut listener = Listening {
-            rep: &mut rep,
-            control,
-        };
-        if evaluator.evaluate(net, data, &mut rec, &mut listener) == Err(Interrupted) {
+        let mut listener = Listening { rep, control };
+        if evaluator.evaluate(net, &mut rec, &mut listener) == Err(Interrupted) {
             let why = format!("stopped during the evaluation of epoch {epoch}");
-            return rep.stopped(net, why);
+            return Ok((End::Stopped(why), epoch, step));
         }
-        lip.report(net, epoch, &mut rec, &mut rep);
+        lip.report(net, epoch, &mut rec, rep);
         rec.time_s = rep.elapsed_secs();
         rep.record(&rec, net)?;
         rep.log(Level::Info, epoch_summary(&rec, cfg.train.epochs));
@@ -137,7 +173,84 @@ pub fn train(
         rep.emit(Event::Metrics(rec));
         lip.end_epoch(net, last);
     }
-    Ok(Outcome::Completed)
+    Ok((End::Completed, cfg.train.epochs, step))
+}
+
+/// The end of a run with a validation split: the last and the best model (selected on the
+/// validation split) evaluated once on the test split, each a record with `split = "test"`
+/// and `model`. Only Ctrl-C interrupts it. `model.safetensors` keeps the last model.
+fn final_test(
+    cfg: &ExperimentConfig,
+    data: &Dataset,
+    net: &mut Network,
+    control: &Control,
+    rep: &mut Reporter,
+    epoch: u32,
+    step: u64,
+) -> Result<(), TrainError> {
+    let test = Evaluator::on_test(cfg, data);
+    for model in [FinalModel::Last, FinalModel::Best] {
+        if model == FinalModel::Best {
+            let best = rep.best_model_path();
+            if !best.exists() {
+                continue;
+            }
+            net.load_weights(&best)?;
+        }
+        let mut rec = EvalRecord {
+            epoch,
+            step,
+            model: Some(model),
+            ..EvalRecord::default()
+        };
+        let mut listener = CancelOnly { control, rep };
+        if test.evaluate(net, &mut rec, &mut listener) == Err(Interrupted) {
+            rep.log(
+                Level::Warn,
+                "interrupted: the final test evaluation is incomplete".into(),
+            );
+            return Ok(());
+        }
+        rec.time_s = rep.elapsed_secs();
+        rep.append(&rec)?;
+        rep.log(Level::Info, final_summary(&rec));
+        rep.emit(Event::Metrics(rec));
+    }
+    Ok(())
+}
+
+/// The log line of a final test evaluation.
+fn final_summary(rec: &EvalRecord) -> String {
+    let which = match rec.model {
+        Some(FinalModel::Best) => "best (by validation)",
+        _ => "last",
+    };
+    format!(
+        "test split, {which} model: clean acc {:.4}{}{}",
+        rec.clean_acc,
+        rec.pgd_acc
+            .map(|a| format!(", pgd acc {a:.4}"))
+            .unwrap_or_default(),
+        rec.cert_acc
+            .iter()
+            .map(|(k, v)| format!(", cert[{k}] {v:.4}"))
+            .collect::<String>()
+    )
+}
+
+/// The final evaluation's listener: only Ctrl-C (the cancel flag) stops it.
+struct CancelOnly<'a, 'r> {
+    control: &'a Control,
+    rep: &'a mut Reporter<'r>,
+}
+
+impl EvalListener for CancelOnly<'_, '_> {
+    fn should_stop(&mut self) -> bool {
+        self.control.cancel.load(Ordering::Relaxed)
+    }
+    fn log(&mut self, level: Level, message: String) {
+        self.rep.log(level, message);
+    }
 }
 
 /// The evaluation's view of the run: Stop and Pause are honoured between its parts, its

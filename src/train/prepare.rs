@@ -30,6 +30,8 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
     data.train_y = data.train_y.to_device(device);
     data.test_x = data.test_x.to_device(device);
     data.test_y = data.test_y.to_device(device);
+    data.val_x = data.val_x.to_device(device);
+    data.val_y = data.val_y.to_device(device);
     Ok(Prepared { device, data, net })
 }
 

@@ -4,7 +4,7 @@
 use super::{Control, TrainError};
 use crate::metrics::EvalRecord;
 use crate::model::Network;
-use crate::protocol::{Event, Level, Outcome};
+use crate::protocol::{Event, Level};
 use crate::run::RunWriter;
 use std::time::{Duration, Instant};
 
@@ -87,10 +87,19 @@ impl<'a> Reporter<'a> {
         Ok(())
     }
 
-    /// Ends a run that was asked to stop: logs why and keeps the model so far.
-    pub fn stopped(&mut self, net: &Network, message: String) -> Result<Outcome, TrainError> {
+    /// A run that was asked to stop: logs why and keeps the model so far.
+    pub fn stop(&mut self, net: &Network, message: String) -> Result<(), TrainError> {
         self.log(Level::Warn, message);
         net.save(&self.run.model_path())?;
-        Ok(Outcome::Cancelled)
+        Ok(())
+    }
+
+    /// Appends a record to `metrics.jsonl` without touching the saved models.
+    pub fn append(&mut self, rec: &EvalRecord) -> Result<(), TrainError> {
+        Ok(self.run.append_metrics(rec)?)
+    }
+
+    pub fn best_model_path(&self) -> std::path::PathBuf {
+        self.run.best_model_path()
     }
 }

@@ -2,6 +2,7 @@
 use super::panels::designer::method_label;
 use super::plots::short_number;
 use super::series::{cert_methods, RunSeries};
+use crate::metrics;
 use crate::run;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,7 @@ const RUNNING: &str = "running";
 
 /// One run's final numbers as table cells.
 pub struct SummaryRow {
-    /// data, model, method, eps, epochs, status, clean, PGD
+    /// data, model, method, eps, epochs, status, split, clean, PGD
     pub cells: Vec<String>,
     pub cert: Vec<(String, f64)>,
 }
@@ -23,7 +24,8 @@ pub(crate) fn pct(v: f64) -> String {
 /// The run browser's row of `run`.
 pub fn summary_row(run: &RunSeries) -> SummaryRow {
     let c = &run.config;
-    let last = run.last();
+    let epochs = run.last().map_or(0, |r| r.epoch);
+    let last = run.reported();
     let model = if !c.model.arch.uses_hidden() {
         c.model.arch.name().to_string()
     } else {
@@ -49,8 +51,9 @@ pub fn summary_row(run: &RunSeries) -> SummaryRow {
             model,
             method_label(c.train.method).to_string(),
             eps,
-            format!("{}/{}", last.map_or(0, |r| r.epoch), c.train.epochs),
+            format!("{epochs}/{}", c.train.epochs),
             run.outcome.clone().unwrap_or_else(|| RUNNING.into()),
+            last.map_or("–", metrics::split_label).to_string(),
             last.map_or("–".into(), |r| pct(r.clean_acc)),
             last.and_then(|r| r.pgd_acc).map_or("–".into(), pct),
         ],
@@ -66,7 +69,7 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
     let lip_keys: Vec<String> = {
         let mut k: Vec<String> = runs
             .iter()
-            .filter_map(|r| r.last())
+            .filter_map(|r| r.reported())
             .flat_map(|r| r.lipschitz.keys().cloned())
             .collect();
         k.sort();
@@ -74,7 +77,7 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
         k
     };
     let mut out = String::from(
-        "run,folder,dataset,arch,hidden,method,train_eps,norm,epochs_done,epochs,status,clean_acc,pgd_acc,eval_eps",
+        "run,folder,dataset,arch,hidden,method,train_eps,norm,epochs_done,epochs,status,split,clean_acc,pgd_acc,eval_eps",
     );
     for k in &cert_keys {
         out.push_str(&format!(",cert_{k}"));
@@ -86,7 +89,8 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for r in runs {
         let c = &r.config;
-        let last = r.last();
+        let epochs_done = r.last().map_or(0, |x| x.epoch);
+        let last = r.reported();
         let fields = [
             csv_field(&r.name),
             csv_field(
@@ -108,9 +112,10 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
             c.train.method.name().into(),
             c.train.eps.to_string(),
             c.train.norm.name().into(),
-            last.map_or(0, |x| x.epoch).to_string(),
+            epochs_done.to_string(),
             c.train.epochs.to_string(),
             r.outcome.clone().unwrap_or_else(|| RUNNING.into()),
+            last.map_or("", metrics::split_label).into(),
             opt(last.map(|x| x.clean_acc)),
             opt(last.and_then(|x| x.pgd_acc)),
             opt(last.and_then(|x| x.eval_eps)),

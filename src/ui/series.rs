@@ -1,7 +1,7 @@
 //! The plotted history of one run: its records and the curves derived from them, kept ready
 //! to draw (`PlotPoints::Borrowed`), so a frame never rebuilds them.
 use crate::config::ExperimentConfig;
-use crate::metrics::EvalRecord;
+use crate::metrics::{self, EvalRecord};
 use egui::Color32;
 use egui_plot::PlotPoint;
 use std::collections::BTreeMap;
@@ -153,8 +153,14 @@ impl RunSeries {
         s
     }
 
-    /// Adds one evaluation and extends every curve it has a value for.
+    /// Adds one evaluation and extends every curve it has a value for. The final test
+    /// evaluations are kept for the tables but drawn on no curve (the curves are per epoch,
+    /// on one split).
     pub fn push(&mut self, rec: EvalRecord) {
+        if rec.is_final() {
+            self.records.push(rec);
+            return;
+        }
         let x = rec.epoch as f64;
         let mut add = |m: Metric, y: f64| {
             if y.is_finite() {
@@ -210,8 +216,14 @@ impl RunSeries {
         }
     }
 
+    /// The last epoch's evaluation.
     pub fn last(&self) -> Option<&EvalRecord> {
-        self.records.last()
+        metrics::last_epoch(&self.records)
+    }
+
+    /// The record whose numbers stand for the run ([`metrics::reported`]).
+    pub fn reported(&self) -> Option<&EvalRecord> {
+        metrics::reported(&self.records)
     }
 
     /// The curves whose metric satisfies `keep`, in metric order.
@@ -223,10 +235,10 @@ impl RunSeries {
     }
 }
 
-/// The certificate keys (bound methods) of the runs' last evaluations, sorted, each once.
+/// The certificate keys (bound methods) of the runs' reported evaluations, sorted, each once.
 pub fn cert_methods<'a>(runs: impl Iterator<Item = &'a RunSeries>) -> Vec<String> {
     let mut keys: Vec<String> = runs
-        .filter_map(|r| r.last())
+        .filter_map(|r| r.reported())
         .flat_map(|r| r.cert_acc.keys().cloned())
         .collect();
     keys.sort();

@@ -176,6 +176,13 @@ impl Designer {
                     |ui| ui.add(egui::DragValue::new(&mut d.test_size).speed(100)),
                 );
             }
+            row(
+                ui,
+                "Validation examples",
+                problems,
+                "dataset.val_size",
+                |ui| validation_ui(ui, d),
+            );
         });
     }
 
@@ -529,6 +536,32 @@ fn norm_combo(ui: &mut Ui, id: &str, n: &mut Norm) -> egui::Response {
 
 fn eps_value(ui: &mut Ui, v: &mut f64) -> egui::Response {
     ui.add(egui::DragValue::new(v).speed(0.001).max_decimals(4))
+}
+
+/// `dataset.val_size`: the default (ticked), or a number; 0 is labelled for what it means.
+fn validation_ui(ui: &mut Ui, d: &mut crate::config::DatasetConfig) -> egui::Response {
+    ui.vertical(|ui| {
+        let mut default = d.val_size.is_none();
+        let label = if d.kind.is_toy() {
+            "default (20% of the points)"
+        } else {
+            "default (5,000)"
+        };
+        if ui.checkbox(&mut default, label).changed() {
+            d.val_size = (!default).then(|| d.val_len(60_000));
+        }
+        if let Some(n) = &mut d.val_size {
+            ui.horizontal(|ui| {
+                let label = ui.label("examples");
+                ui.add(egui::DragValue::new(n).speed(100))
+                    .labelled_by(label.id);
+            });
+            if *n == 0 {
+                ui.label("0: no validation split; epochs and model selection use the test split");
+            }
+        }
+    })
+    .response
 }
 
 /// Checkboxes for the members of a closed list, two per line.

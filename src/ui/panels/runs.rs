@@ -12,7 +12,7 @@ use egui::{RichText, Ui};
 pub struct RunsPanel;
 
 /// The fixed columns of the table, before one column per certifying bound.
-const COLUMNS: [&str; 9] = [
+const COLUMNS: [&str; 10] = [
     "run (tick to overlay)",
     "data",
     "model",
@@ -20,6 +20,7 @@ const COLUMNS: [&str; 9] = [
     "eps",
     "epochs",
     "status",
+    "split",
     "clean",
     "PGD",
 ];

@@ -32,7 +32,7 @@ fn conv(i: i64, o: i64, k: i64, s: i64, p: i64) -> LayerSpec {
 /// A random network in double precision.
 fn net64(specs: Vec<LayerSpec>, input: &[i64], classes: i64, seed: i64) -> Network {
     tch::manual_seed(seed);
-    let mut net = Network::new(specs, input, classes, Device::Cpu);
+    let mut net = Network::new(specs, input, classes, Device::Cpu).unwrap();
     net.vs.double();
     net
 }

@@ -5,6 +5,7 @@ use super::{clean_accuracy, decision_map, robust_eval, specs_from_config, Robust
 use crate::bounds::{self, Ball};
 use crate::config::{BoundMethod, Estimator, ExperimentConfig, Method, Norm};
 use crate::data::Dataset;
+use crate::failure::set_phase;
 use crate::lipschitz;
 use crate::metrics::{key, DecisionMap, EvalRecord};
 use crate::model::Network;
@@ -86,11 +87,16 @@ impl Evaluator {
         rec: &mut EvalRecord,
         listener: &mut dyn EvalListener,
     ) -> Result<(), Interrupted> {
+        // What is being done, for the sentence of a libtorch failure (see `failure`).
+        let epoch = rec.epoch;
+        let part = |what: &str| set_phase(format!("evaluating epoch {epoch} ({what})"));
+        part("clean accuracy");
         rec.clean_acc = clean_accuracy(net, &data.test_x, &data.test_y, 1024);
         for (i, spec) in self.specs.iter().enumerate() {
             if listener.should_stop() {
                 return Err(Interrupted);
             }
+            part(&format!("robust accuracy at eps {}", spec.eps));
             let report = robust_eval(net, &self.robust_x, &self.robust_y, spec, 256);
             for v in &report.violations {
                 listener.log(Level::Error, v.to_string());
@@ -106,9 +112,11 @@ impl Evaluator {
             }
         }
         if self.lip_certificate {
+            part("Lipschitz certificate");
             self.lipschitz_certificate(net, data, rec);
         }
         if !self.lip_estimators.is_empty() {
+            part("Lipschitz estimates");
             let n = self.robust_x.size()[0].min(64);
             match lipschitz::estimate(
                 net,
@@ -120,6 +128,7 @@ impl Evaluator {
                 Err(e) => listener.log(Level::Warn, format!("Lipschitz estimates: {e}")),
             }
         }
+        part("tightness statistics");
         self.gap_stats(net, rec);
         Ok(())
     }

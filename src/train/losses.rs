@@ -206,7 +206,7 @@ mod tests {
                         lin(10, 3),
                     ];
                     (
-                        Network::new(specs, &[1, 7, 7], 3, Device::Cpu),
+                        Network::new(specs, &[1, 7, 7], 3, Device::Cpu).unwrap(),
                         Tensor::rand([8, 1, 7, 7], (Kind::Float, Device::Cpu)),
                     )
                 } else {
@@ -218,7 +218,7 @@ mod tests {
                         lin(10, 3),
                     ];
                     (
-                        Network::new(specs, &[5], 3, Device::Cpu),
+                        Network::new(specs, &[5], 3, Device::Cpu).unwrap(),
                         Tensor::rand([8, 5], (Kind::Float, Device::Cpu)),
                     )
                 };

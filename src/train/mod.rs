@@ -12,7 +12,8 @@ mod schedule;
 pub use control::Control;
 pub use lipschitz_control::{LipschitzControl, ENFORCE_GRAM_ITERS};
 pub use losses::{
-    certified_training_loss, cross_entropy, method_loss, robust_cross_entropy, CertifiedLoss,
+    certified_training_loss, cross_entropy, method_loss, regularizer_weights, robust_cross_entropy,
+    BatchLoss, CertifiedLoss,
 };
 pub use prepare::{optimizer, prepare, Prepared};
 pub use reporter::Reporter;
@@ -27,6 +28,7 @@ use crate::model::Network;
 pub use crate::protocol::{Command, Event, Level, Outcome};
 use crate::run::RunWriter;
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use tch::{nn, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,7 @@ pub fn train(
             step,
             train_loss: stats.loss,
             train_acc: stats.acc,
+            loss_parts: stats.parts,
             train_eps: stats.eps,
             lr,
             ..EvalRecord::default()
@@ -215,6 +218,8 @@ struct EpochStats {
     acc: f64,
     /// The training eps at the end of the epoch.
     eps: f64,
+    /// The epoch means of the weighted loss terms.
+    parts: BTreeMap<String, f64>,
 }
 
 /// One pass over the shuffled training split.
@@ -240,17 +245,25 @@ impl EpochPass<'_, '_> {
         let perm = Tensor::f_randperm(n_train, (Kind::Int64, device))?;
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let mut correct_sum = Tensor::zeros([], (Kind::Int64, device));
+        let mut part_sums: BTreeMap<&'static str, Tensor> = BTreeMap::new();
         let mut sched = schedule(cfg, (epoch - 1) as f64);
         for (b, (start, len)) in crate::linalg::batch_ranges(n_train, batch).enumerate() {
             set_phase(format!("training step {} of epoch {epoch}", b + 1));
             sched = schedule(cfg, (epoch - 1) as f64 + b as f64 / steps as f64);
             let idx = perm.narrow(0, start, len);
             let y = data.train_y.f_index_select(0, &idx)?;
-            let (loss, logits, loss_value) = self.step(&idx, &y, &sched, epoch, *step)?;
+            let (batch_loss, loss_value) = self.step(&idx, &y, &sched, epoch, *step)?;
+            let (loss, logits) = (&batch_loss.total, &batch_loss.logits);
             *step += 1;
             let _ = tch::no_grad(|| {
                 loss_sum += loss.detach() * len as f64;
                 correct_sum += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64);
+                for (name, part) in &batch_loss.parts {
+                    let sum = part_sums
+                        .entry(*name)
+                        .or_insert_with(|| Tensor::zeros([], (Kind::Float, device)));
+                    *sum += part.detach() * len as f64;
+                }
             });
             let done = (b + 1) as f32 / steps as f32;
             self.rep.progress(epoch, done, *step, loss_value);
@@ -264,13 +277,18 @@ impl EpochPass<'_, '_> {
             loss,
             acc: correct_sum.double_value(&[]) / n_train as f64,
             eps: sched.eps,
+            parts: part_sums
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.double_value(&[]) / n_train as f64))
+                .collect(),
         }))
     }
 
     /// One step on the examples `idx` (labels `y`): the method's loss, its gradient, the
-    /// update. Returns the loss (a tensor and its value) and the logits. The allocations that grow with the batch go
-    /// through libtorch's fallible calls, so that an out-of-memory ends the run with a
-    /// sentence; the ops inside the bounds panic instead, named by the phase (see `failure`).
+    /// update. Returns the loss terms (`total` as stepped on, with the Lipschitz penalty) and
+    /// the total's value. The allocations that grow with the batch go through libtorch's
+    /// fallible calls, so that an out-of-memory ends the run with a sentence; the ops inside
+    /// the bounds panic instead, named by the phase (see `failure`).
     fn step(
         &mut self,
         idx: &Tensor,
@@ -278,7 +296,7 @@ impl EpochPass<'_, '_> {
         sched: &Schedule,
         epoch: u32,
         done_steps: u64,
-    ) -> Result<(Tensor, Tensor, f64), TrainError> {
+    ) -> Result<(BatchLoss, f64), TrainError> {
         let net = self.net;
         let x = self.data.train_x.f_index_select(0, idx)?;
         // A real libtorch allocation failure: 2^50 floats, more than any machine has.
@@ -288,8 +306,12 @@ impl EpochPass<'_, '_> {
             Some(Injected::Panic) => drop(Tensor::empty(impossible.0, impossible.1)),
             None => {}
         }
-        let (loss, logits) = method_loss(net, &x, y, self.cfg, sched);
-        let loss = self.lip.step_loss(net, loss);
+        let BatchLoss {
+            total,
+            logits,
+            parts,
+        } = method_loss(net, &x, y, self.cfg, sched);
+        let loss = self.lip.step_loss(net, total);
         self.opt.zero_grad();
         loss.f_backward()?;
         let loss_value = loss.f_double_value(&[])?;
@@ -302,7 +324,12 @@ impl EpochPass<'_, '_> {
         }
         self.opt.step();
         self.lip.after_step(net)?;
-        Ok((loss, logits, loss_value))
+        let stepped = BatchLoss {
+            total: loss,
+            logits,
+            parts,
+        };
+        Ok((stepped, loss_value))
     }
 }
 

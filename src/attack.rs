@@ -328,7 +328,8 @@ pub(crate) mod tests {
             &[4],
             2,
             Device::Cpu,
-        );
+        )
+        .unwrap();
         let crate::model::Layer::Linear { weight, bias } = &net.layers[0] else {
             unreachable!()
         };

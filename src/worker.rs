@@ -2,8 +2,11 @@
 //!
 //! The worker owns everything libtorch: the `VarStore` is created inside the thread and only
 //! plain data crosses the channels. Its last event is always `Finished`; a channel that
-//! disconnects without one means the thread died, which callers show as a crash.
+//! disconnects without one means the thread died, which callers show as a crash. A failure,
+//! error or panic, ends as one sentence naming what was being done (see `failure`); libtorch's
+//! full text goes to the run's `log.txt` only.
 use crate::config::ExperimentConfig;
+use crate::failure;
 pub use crate::protocol::{Command, Event, Level, Outcome};
 use crate::run::{RunWriter, Summary};
 use crate::train::{self, Control};
@@ -159,19 +162,21 @@ fn run_captured(
             return Outcome::Failed(message);
         }
     };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        job(cfg, device, &mut run, control, emit)
-    }));
+    // Until the job says what it does, a failure is named by this.
+    failure::set_phase("starting the run");
+    let result = failure::catch(|| job(cfg, device, &mut run, control, emit));
+    // libtorch's full text (native frames) goes to log.txt only; the outcome is one sentence.
     let outcome = match result {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => Outcome::Failed(e.to_string()),
+        Ok(Err(e)) => {
+            if let Some(details) = e.details() {
+                run.log(&format!("libtorch reported: {details}"));
+            }
+            Outcome::Failed(e.to_string())
+        }
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            Outcome::Failed(format!("the trainer crashed: {msg}"))
+            run.log(&format!("the trainer panicked: {}", panic.details));
+            Outcome::Failed(panic.sentence)
         }
     };
     let name = outcome.name();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers of `src/`, most basic first. A module may import only modules of a lower layer.
 const LAYERS: &[&[&str]] = &[
-    &["alloc", "config", "metrics", "linalg"],
+    &["alloc", "config", "metrics", "linalg", "failure"],
     &["protocol", "device", "data", "run"],
     &["model"],
     &["bounds", "attack", "lipschitz"],

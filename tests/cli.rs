@@ -250,3 +250,45 @@ fn ctrl_c_stops_cleanly_and_keeps_the_metrics() {
     assert!(kept.lines().count() >= 2 && kept.ends_with('\n'));
     assert!(out.join("model.safetensors").exists());
 }
+
+#[test]
+fn a_torch_failure_mid_run_ends_the_console_with_one_sentence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let preset = tmp.path().join("t.toml");
+    std::fs::write(
+        &preset,
+        "name = \"t\"\n[dataset]\nkind = \"moons\"\ntoy_points = 200\n[train]\nepochs = 3\n",
+    )
+    .unwrap();
+    // Step 9 of 4-step epochs: the first step of epoch 3 asks libtorch for 2^50 floats, through
+    // a fallible op (an error) or a plain one (tch panics): the same sentence either way.
+    for how in ["step", "panic"] {
+        let out = tmp.path().join(how);
+        let o = certlab()
+            .arg("run")
+            .arg(&preset)
+            .arg("--out")
+            .arg(&out)
+            .env("CERTLAB_INJECT_TORCH_ERROR", format!("{how}:9"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{stderr}");
+        let sentence = "training step 1 of epoch 3: out of memory (4503599.6 GB)";
+        let last = stderr.lines().last();
+        assert_eq!(last, Some(format!("error: {sentence}").as_str()), "{how}");
+        assert!(
+            !stderr.contains("frame #") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(summary["error"], sentence);
+        assert_eq!(metrics(&out).len(), 2, "epochs 1 and 2 are kept");
+        let log = std::fs::read_to_string(out.join("log.txt")).unwrap();
+        assert!(
+            log.contains("frame #"),
+            "the native frames go to log.txt: {log}"
+        );
+    }
+}

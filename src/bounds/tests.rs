@@ -38,7 +38,7 @@ fn conv(i: i64, o: i64, k: i64, s: i64, p: i64) -> LayerSpec {
 /// A random network in double precision.
 fn net64(specs: Vec<LayerSpec>, input: &[i64], classes: i64, seed: i64) -> Network {
     tch::manual_seed(seed);
-    let mut net = Network::new(specs, input, classes, Device::Cpu);
+    let mut net = Network::new(specs, input, classes, Device::Cpu).unwrap();
     net.vs.double();
     net
 }
@@ -674,7 +674,8 @@ fn a_margin_positive_only_by_float32_rounding_is_not_certified() {
         &[1],
         2,
         Device::Cpu,
-    );
+    )
+    .unwrap();
     let set = |i: usize, w: &[f32], b: &[f32]| {
         let Layer::Linear { weight, bias } = &net.layers[i] else {
             unreachable!()

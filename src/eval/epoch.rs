@@ -6,6 +6,7 @@ use super::{clean_accuracy, decision_map, robust_eval, specs_from_config, Robust
 use crate::bounds::{self, Ball};
 use crate::config::{BoundMethod, Estimator, ExperimentConfig, Method, Norm};
 use crate::data::Dataset;
+use crate::failure::set_phase;
 use crate::lipschitz;
 use crate::metrics::{key, DecisionMap, EvalRecord, Split};
 use crate::model::Network;
@@ -122,11 +123,16 @@ impl Evaluator {
         listener: &mut dyn EvalListener,
     ) -> Result<(), Interrupted> {
         rec.split = Some(self.split);
+        // What is being done, for the sentence of a libtorch failure (see `failure`).
+        let epoch = rec.epoch;
+        let part = |what: &str| set_phase(format!("evaluating epoch {epoch} ({what})"));
+        part("clean accuracy");
         rec.clean_acc = clean_accuracy(net, &self.x, &self.y, 1024);
         for (i, spec) in self.specs.iter().enumerate() {
             if listener.should_stop() {
                 return Err(Interrupted);
             }
+            part(&format!("robust accuracy at eps {}", spec.eps));
             let report = robust_eval(net, &self.robust_x, &self.robust_y, spec, 256);
             for v in &report.violations {
                 listener.log(Level::Error, v.to_string());
@@ -142,9 +148,11 @@ impl Evaluator {
             }
         }
         if self.lip_certificate {
+            part("Lipschitz certificate");
             self.lipschitz_certificate(net, rec);
         }
         if !self.lip_estimators.is_empty() {
+            part("Lipschitz estimates");
             let n = self.robust_x.size()[0].min(64);
             match lipschitz::estimate(
                 net,
@@ -156,6 +164,7 @@ impl Evaluator {
                 Err(e) => listener.log(Level::Warn, format!("Lipschitz estimates: {e}")),
             }
         }
+        part("tightness statistics");
         self.gap_stats(net, rec);
         Ok(())
     }

@@ -353,7 +353,7 @@ mod tests {
 
     pub(super) fn net_of(specs: Vec<LayerSpec>, input: &[i64], classes: i64, seed: i64) -> Network {
         tch::manual_seed(seed);
-        Network::new(specs, input, classes, Device::Cpu)
+        Network::new(specs, input, classes, Device::Cpu).unwrap()
     }
 
     pub(super) fn mlp(d: i64, hidden: &[i64], classes: i64, seed: i64) -> Network {

@@ -2,7 +2,7 @@
 //! without tensors ([`LayerSpec`]), and how it is created and applied.
 use super::one_lipschitz::{aol_scale, sll_conv_t, sll_t, ONE_LIP_GRAM_ITERS};
 use crate::linalg::gram_bound;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Kind, TchError, Tensor};
 
 /// One layer. Tensors are shallow handles to the variables of the owning `VarStore`.
 #[derive(Debug)]
@@ -75,16 +75,17 @@ impl Layer {
     /// Creates the variables of one layer under `p` (`layers.{i}`) with PyTorch's default
     /// initialisation (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases);
     /// `input_shape` is the network's input, which shapes a Normalize layer's statistics.
-    pub fn new(spec: &LayerSpec, p: &nn::Path, input_shape: &[i64]) -> Layer {
-        match spec {
+    /// Fails when libtorch cannot allocate the weights (a width too big for the device).
+    pub fn new(spec: &LayerSpec, p: &nn::Path, input_shape: &[i64]) -> Result<Layer, TchError> {
+        Ok(match spec {
             LayerSpec::Linear {
                 in_features,
                 out_features,
             } => {
                 let bound = 1.0 / (*in_features as f64).sqrt();
                 Layer::Linear {
-                    weight: p.uniform("weight", &[*out_features, *in_features], -bound, bound),
-                    bias: p.uniform("bias", &[*out_features], -bound, bound),
+                    weight: p.f_uniform("weight", &[*out_features, *in_features], -bound, bound)?,
+                    bias: p.f_uniform("bias", &[*out_features], -bound, bound)?,
                 }
             }
             LayerSpec::Conv2d {
@@ -96,26 +97,26 @@ impl Layer {
             } => {
                 let bound = 1.0 / ((in_channels * kernel * kernel) as f64).sqrt();
                 Layer::Conv2d {
-                    weight: p.uniform(
+                    weight: p.f_uniform(
                         "weight",
                         &[*out_channels, *in_channels, *kernel, *kernel],
                         -bound,
                         bound,
-                    ),
-                    bias: p.uniform("bias", &[*out_channels], -bound, bound),
+                    )?,
+                    bias: p.f_uniform("bias", &[*out_channels], -bound, bound)?,
                     stride: *stride,
                     padding: *padding,
                 }
             }
             LayerSpec::Sll { features, inner } | LayerSpec::Cpl { features, inner } => {
                 let bound = 1.0 / (*features as f64).sqrt();
-                let weight = p.uniform("weight", &[*inner, *features], -bound, bound);
-                let bias = p.uniform("bias", &[*inner], -bound, bound);
+                let weight = p.f_uniform("weight", &[*inner, *features], -bound, bound)?;
+                let bias = p.f_uniform("bias", &[*inner], -bound, bound)?;
                 if matches!(spec, LayerSpec::Sll { .. }) {
                     Layer::Sll {
                         weight,
                         bias,
-                        q_log: p.zeros("q", &[*inner]),
+                        q_log: p.f_zeros("q", &[*inner])?,
                     }
                 } else {
                     Layer::Cpl { weight, bias }
@@ -130,8 +131,9 @@ impl Layer {
                 out_features,
             } => {
                 let bound = 1.0 / (*in_features as f64).sqrt();
-                let weight = p.uniform("weight", &[*out_features, *in_features], -bound, bound);
-                let bias = p.uniform("bias", &[*out_features], -bound, bound);
+                let weight =
+                    p.f_uniform("weight", &[*out_features, *in_features], -bound, bound)?;
+                let bias = p.f_uniform("bias", &[*out_features], -bound, bound)?;
                 if matches!(spec, LayerSpec::Aol { .. }) {
                     Layer::Aol { weight, bias }
                 } else {
@@ -145,14 +147,14 @@ impl Layer {
             } => {
                 let bound = 1.0 / ((channels * kernel * kernel) as f64).sqrt();
                 Layer::SllConv {
-                    weight: p.uniform(
+                    weight: p.f_uniform(
                         "weight",
                         &[*inner, *channels, *kernel, *kernel],
                         -bound,
                         bound,
-                    ),
-                    bias: p.uniform("bias", &[*inner], -bound, bound),
-                    q_log: p.zeros("q", &[*inner]),
+                    )?,
+                    bias: p.f_uniform("bias", &[*inner], -bound, bound)?,
+                    q_log: p.f_zeros("q", &[*inner])?,
                 }
             }
             LayerSpec::PadChannels { to, .. } => Layer::PadChannels { channels: *to },
@@ -164,16 +166,19 @@ impl Layer {
                 } else {
                     vec![mean.len() as i64]
                 };
-                let mean_t = Tensor::from_slice(mean)
-                    .to_kind(Kind::Float)
-                    .reshape(&shape);
-                let std_t = Tensor::from_slice(std).to_kind(Kind::Float).reshape(&shape);
+                let device = p.device();
+                let stat = |v: &[f64]| {
+                    Tensor::f_from_slice(v)?
+                        .f_to_kind(Kind::Float)?
+                        .f_reshape(&shape)?
+                        .f_to_device(device)
+                };
                 Layer::Normalize {
-                    mean: p.add("mean", mean_t, false),
-                    std: p.add("std", std_t, false),
+                    mean: p.add("mean", stat(mean)?, false),
+                    std: p.add("std", stat(std)?, false),
                 }
             }
-        }
+        })
     }
 
     pub fn kind_name(&self) -> &'static str {
@@ -399,4 +404,44 @@ pub enum LayerSpec {
         from: i64,
         to: i64,
     },
+}
+
+impl LayerSpec {
+    /// A short name with the sizes, e.g. `Linear(784->100)`, as in [`Network::describe`].
+    ///
+    /// [`Network::describe`]: super::Network::describe
+    pub fn label(&self) -> String {
+        match self {
+            LayerSpec::Linear {
+                in_features,
+                out_features,
+            } => format!("Linear({in_features}->{out_features})"),
+            LayerSpec::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                padding,
+            } => format!("Conv({in_channels}->{out_channels}, k{kernel} s{stride} p{padding})"),
+            LayerSpec::Relu => "ReLU".into(),
+            LayerSpec::Flatten => "Flatten".into(),
+            LayerSpec::Normalize { .. } => "Normalize".into(),
+            LayerSpec::Sll { features, inner } => format!("SLL({features}, inner {inner})"),
+            LayerSpec::Cpl { features, inner } => format!("CPL({features}, inner {inner})"),
+            LayerSpec::Aol {
+                in_features,
+                out_features,
+            } => format!("AOL({in_features}->{out_features})"),
+            LayerSpec::Spectral {
+                in_features,
+                out_features,
+            } => format!("Spectral({in_features}->{out_features})"),
+            LayerSpec::SllConv {
+                channels,
+                inner,
+                kernel,
+            } => format!("SLLConv({channels}, inner {inner}, k{kernel})"),
+            LayerSpec::PadChannels { from, to } => format!("PadChannels({from}->{to})"),
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub use layer::{Layer, LayerSpec};
 pub use one_lipschitz::{aol_scale, sll_conv_t, sll_t, ONE_LIP_GRAM_ITERS};
 
 use crate::config::ModelConfig;
+use crate::failure::{During, TorchFailure};
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -26,6 +27,9 @@ pub enum ModelError {
     Save { path: String, message: String },
     #[error("cannot load model from {path}: {message}")]
     Load { path: String, message: String },
+    /// libtorch could not build the network (its weights do not fit on the device).
+    #[error(transparent)]
+    Torch(#[from] TorchFailure),
 }
 
 /// The shape (without the batch dimension) of the input of every layer and, last, of the
@@ -72,27 +76,31 @@ impl std::fmt::Debug for Network {
 impl Network {
     /// Builds a network with PyTorch's default initialisation
     /// (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases).
-    /// Seed the generator with `tch::manual_seed` first for reproducible weights.
+    /// Seed the generator with `tch::manual_seed` first for reproducible weights. Fails, naming
+    /// the layer, when its weights cannot be allocated on `device`.
     pub fn new(
         specs: Vec<LayerSpec>,
         input_shape: &[i64],
         num_classes: i64,
         device: Device,
-    ) -> Self {
+    ) -> Result<Self, ModelError> {
         let vs = nn::VarStore::new(device);
         let root = vs.root() / "layers";
         let layers = specs
             .iter()
             .enumerate()
-            .map(|(i, spec)| Layer::new(spec, &(&root / i), input_shape))
-            .collect();
-        Network {
+            .map(|(i, spec)| {
+                Layer::new(spec, &(&root / i), input_shape)
+                    .during(|| format!("allocating the weights of layer {i}, {}", spec.label()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Network {
             vs,
             layers,
             specs,
             input_shape: input_shape.to_vec(),
             num_classes,
-        }
+        })
     }
 
     pub fn from_config(
@@ -103,7 +111,7 @@ impl Network {
         device: Device,
     ) -> Result<Self, ModelError> {
         let specs = architecture(cfg, input_shape, num_classes, normalize)?;
-        Ok(Self::new(specs, input_shape, num_classes, device))
+        Self::new(specs, input_shape, num_classes, device)
     }
 
     pub fn device(&self) -> Device {
@@ -171,7 +179,9 @@ impl Network {
             path: path.display().to_string(),
             message,
         };
-        self.vs.save(&tmp).map_err(|e| err(e.to_string()))?;
+        // libtorch's text has native frames after its first line: one line is enough here.
+        let saved = self.vs.save(&tmp);
+        saved.map_err(|e| err(crate::failure::reason(&e.to_string())))?;
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }
 
@@ -191,38 +201,7 @@ impl Network {
     pub fn describe(&self) -> String {
         self.specs
             .iter()
-            .map(|s| match s {
-                LayerSpec::Linear {
-                    in_features,
-                    out_features,
-                } => format!("Linear({in_features}->{out_features})"),
-                LayerSpec::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    stride,
-                    padding,
-                } => format!("Conv({in_channels}->{out_channels}, k{kernel} s{stride} p{padding})"),
-                LayerSpec::Relu => "ReLU".into(),
-                LayerSpec::Flatten => "Flatten".into(),
-                LayerSpec::Normalize { .. } => "Normalize".into(),
-                LayerSpec::Sll { features, inner } => format!("SLL({features}, inner {inner})"),
-                LayerSpec::Cpl { features, inner } => format!("CPL({features}, inner {inner})"),
-                LayerSpec::Aol {
-                    in_features,
-                    out_features,
-                } => format!("AOL({in_features}->{out_features})"),
-                LayerSpec::Spectral {
-                    in_features,
-                    out_features,
-                } => format!("Spectral({in_features}->{out_features})"),
-                LayerSpec::SllConv {
-                    channels,
-                    inner,
-                    kernel,
-                } => format!("SLLConv({channels}, inner {inner}, k{kernel})"),
-                LayerSpec::PadChannels { from, to } => format!("PadChannels({from}->{to})"),
-            })
+            .map(LayerSpec::label)
             .collect::<Vec<_>>()
             .join(" > ")
     }
@@ -253,7 +232,7 @@ mod tests {
             in_features: 32 * 7 * 7,
             out_features: 100
         }));
-        let net = Network::new(specs, &[1, 28, 28], 10, Device::Cpu);
+        let net = Network::new(specs, &[1, 28, 28], 10, Device::Cpu).unwrap();
         let out = net.forward(&Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu)));
         assert_eq!(out.size(), vec![3, 10]);
     }

@@ -265,7 +265,7 @@ mod tests {
                         lin(10, 3),
                     ];
                     (
-                        Network::new(specs, &[1, 7, 7], 3, Device::Cpu),
+                        Network::new(specs, &[1, 7, 7], 3, Device::Cpu).unwrap(),
                         Tensor::rand([8, 1, 7, 7], (Kind::Float, Device::Cpu)),
                     )
                 } else {
@@ -277,7 +277,7 @@ mod tests {
                         lin(10, 3),
                     ];
                     (
-                        Network::new(specs, &[5], 3, Device::Cpu),
+                        Network::new(specs, &[5], 3, Device::Cpu).unwrap(),
                         Tensor::rand([8, 5], (Kind::Float, Device::Cpu)),
                     )
                 };
@@ -391,7 +391,8 @@ mod tests {
             &[5],
             3,
             Device::Cpu,
-        );
+        )
+        .unwrap();
         let x = Tensor::rand([16, 5], (Kind::Float, Device::Cpu));
         let y = Tensor::randint(3, [16], (Kind::Int64, Device::Cpu));
         let ball = Ball {
@@ -460,7 +461,8 @@ mod tests {
             &[5],
             3,
             Device::Cpu,
-        );
+        )
+        .unwrap();
         let x = Tensor::rand([12, 5], (Kind::Float, Device::Cpu));
         let y = Tensor::randint(3, [12], (Kind::Int64, Device::Cpu));
         let mut cfg = ExperimentConfig::default_experiment();

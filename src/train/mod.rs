@@ -22,10 +22,12 @@ pub use schedule::{learning_rate, ramp_fraction, schedule, Schedule};
 use crate::config::ExperimentConfig;
 use crate::data::Dataset;
 use crate::eval::{EvalListener, Evaluator, Interrupted};
+use crate::failure::{set_phase, TorchFailure};
 use crate::metrics::{EvalRecord, FinalModel, Split};
 use crate::model::Network;
 pub use crate::protocol::{Command, Event, Level, Outcome};
 use crate::run::RunWriter;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use tch::{nn, Kind, Tensor};
@@ -40,14 +42,34 @@ pub enum TrainError {
     Run(#[from] std::io::Error),
     #[error("training diverged at epoch {epoch}, step {step}: loss is {loss} (try a smaller learning rate or eps)")]
     NonFinite { epoch: u32, step: u64, loss: f64 },
-    #[error("{0}")]
-    Torch(#[from] tch::TchError),
+    /// A libtorch failure, named by what was being done (the phase when it came through `?`).
+    #[error(transparent)]
+    Torch(#[from] TorchFailure),
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
     #[error("Lipschitz: {0}")]
     Lipschitz(String),
     #[error("{0}")]
     TooBig(String),
+}
+
+/// A `TchError` that reaches the loop through `?` is named by the current phase.
+impl From<tch::TchError> for TrainError {
+    fn from(e: tch::TchError) -> Self {
+        TrainError::Torch(TorchFailure::in_phase(&e))
+    }
+}
+
+impl TrainError {
+    /// libtorch's full text behind a failure (with its native frames), for `log.txt` only.
+    pub fn details(&self) -> Option<&str> {
+        match self {
+            TrainError::Torch(f) | TrainError::Model(crate::model::ModelError::Torch(f)) => {
+                Some(&f.details)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Trains a prepared experiment, writing the run folder and emitting events.
@@ -60,6 +82,7 @@ pub fn train(
     emit: &mut dyn FnMut(Event),
 ) -> Result<Outcome, TrainError> {
     let Prepared { device, data, net } = prep;
+    set_phase("starting the run");
     let steps_per_epoch = steps_per_epoch(cfg, data);
     let mut rep = Reporter::new(run, emit);
     rep.emit(Event::Started {
@@ -84,6 +107,7 @@ pub fn train(
         ),
     );
     let evaluator = Evaluator::new(cfg, data);
+    injection_from_env();
     let (end, epoch, step) = run_epochs(cfg, data, net, &evaluator, control, &mut rep)?;
     if let End::Stopped(why) = &end {
         rep.stop(net, why.clone())?;
@@ -121,7 +145,9 @@ fn run_epochs(
     control: &Control,
     rep: &mut Reporter,
 ) -> Result<(End, u32, u64), TrainError> {
+    set_phase("creating the optimizer");
     let mut opt = optimizer(net, cfg)?;
+    set_phase("starting the Lipschitz control");
     let mut lip = LipschitzControl::start(cfg, net, rep)?;
     let mut step: u64 = 0;
     for epoch in 1..=cfg.train.epochs {
@@ -144,6 +170,7 @@ fn run_epochs(
         };
         let last = epoch == cfg.train.epochs;
         let evaluate = last || epoch % cfg.eval.every_epochs == 0;
+        set_phase(format!("ending epoch {epoch}"));
         lip.after_epoch(net, epoch, evaluate, cfg.train.lip_weight, rep)?;
         if !evaluate {
             continue;
@@ -159,18 +186,23 @@ fn run_epochs(
             ..EvalRecord::default()
         };
         let mut listener = Listening { rep, control };
+        set_phase(format!("evaluating epoch {epoch}"));
         if evaluator.evaluate(net, &mut rec, &mut listener) == Err(Interrupted) {
             let why = format!("stopped during the evaluation of epoch {epoch}");
             return Ok((End::Stopped(why), epoch, step));
         }
+        set_phase(format!("evaluating epoch {epoch} (Lipschitz report)"));
         lip.report(net, epoch, &mut rec, rep);
         rec.time_s = rep.elapsed_secs();
+        set_phase(format!("saving the model of epoch {epoch}"));
         rep.record(&rec, net)?;
         rep.log(Level::Info, epoch_summary(&rec, cfg.train.epochs));
+        set_phase(format!("drawing the decision map of epoch {epoch}"));
         if let Some(map) = evaluator.decision_map(net, data, epoch) {
             rep.emit(Event::Decision(map));
         }
         rep.emit(Event::Metrics(rec));
+        set_phase(format!("ending epoch {epoch}"));
         lip.end_epoch(net, last);
     }
     Ok((End::Completed, cfg.train.epochs, step))
@@ -190,6 +222,7 @@ fn final_test(
 ) -> Result<(), TrainError> {
     let test = Evaluator::on_test(cfg, data);
     for model in [FinalModel::Last, FinalModel::Best] {
+        set_phase(format!("the final test evaluation of the {model:?} model").to_lowercase());
         if model == FinalModel::Best {
             let best = rep.best_model_path();
             if !best.exists() {
@@ -317,36 +350,24 @@ struct EpochPass<'a, 'r> {
 impl EpochPass<'_, '_> {
     /// Runs the epoch's steps; `None` when the run was asked to stop.
     fn run(&mut self, epoch: u32, step: &mut u64) -> Result<Option<EpochStats>, TrainError> {
-        let (cfg, data, net) = (self.cfg, self.data, self.net);
+        let (cfg, data) = (self.cfg, self.data);
         let device = data.train_x.device();
         let n_train = data.train_len();
         let batch = cfg.train.batch_size as i64;
         let steps = steps_per_epoch(cfg, data);
-        let perm = Tensor::randperm(n_train, (Kind::Int64, device));
+        set_phase(format!("shuffling the training set for epoch {epoch}"));
+        let perm = Tensor::f_randperm(n_train, (Kind::Int64, device))?;
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let mut correct_sum = Tensor::zeros([], (Kind::Int64, device));
         let mut part_sums: BTreeMap<&'static str, Tensor> = BTreeMap::new();
         let mut sched = schedule(cfg, (epoch - 1) as f64);
         for (b, (start, len)) in crate::linalg::batch_ranges(n_train, batch).enumerate() {
-            let idx = perm.narrow(0, start, len);
-            let x = data.train_x.index_select(0, &idx);
-            let y = data.train_y.index_select(0, &idx);
+            set_phase(format!("training step {} of epoch {epoch}", b + 1));
             sched = schedule(cfg, (epoch - 1) as f64 + b as f64 / steps as f64);
-            let batch_loss = method_loss(net, &x, &y, cfg, &sched);
-            let loss = self.lip.step_loss(net, batch_loss.total);
-            let logits = batch_loss.logits;
-            self.opt.zero_grad();
-            loss.backward();
-            let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    epoch,
-                    step: *step,
-                    loss: loss_value,
-                });
-            }
-            self.opt.step();
-            self.lip.after_step(net)?;
+            let idx = perm.narrow(0, start, len);
+            let y = data.train_y.f_index_select(0, &idx)?;
+            let (batch_loss, loss_value) = self.step(&idx, &y, &sched, epoch, *step)?;
+            let (loss, logits) = (&batch_loss.total, &batch_loss.logits);
             *step += 1;
             let _ = tch::no_grad(|| {
                 loss_sum += loss.detach() * len as f64;
@@ -376,4 +397,96 @@ impl EpochPass<'_, '_> {
                 .collect(),
         }))
     }
+
+    /// One step on the examples `idx` (labels `y`): the method's loss, its gradient, the
+    /// update. Returns the loss terms (`total` as stepped on, with the Lipschitz penalty) and
+    /// the total's value. The allocations that grow with the batch go through libtorch's
+    /// fallible calls, so that an out-of-memory ends the run with a sentence; the ops inside
+    /// the bounds panic instead, named by the phase (see `failure`).
+    fn step(
+        &mut self,
+        idx: &Tensor,
+        y: &Tensor,
+        sched: &Schedule,
+        epoch: u32,
+        done_steps: u64,
+    ) -> Result<(BatchLoss, f64), TrainError> {
+        let net = self.net;
+        let x = self.data.train_x.f_index_select(0, idx)?;
+        // A real libtorch allocation failure: 2^50 floats, more than any machine has.
+        let impossible = ([1i64 << 50], (Kind::Float, x.device()));
+        match injected_failure(done_steps + 1) {
+            Some(Injected::Error) => drop(Tensor::f_empty(impossible.0, impossible.1)?),
+            Some(Injected::Panic) => drop(Tensor::empty(impossible.0, impossible.1)),
+            None => {}
+        }
+        let BatchLoss {
+            total,
+            logits,
+            parts,
+        } = method_loss(net, &x, y, self.cfg, sched);
+        let loss = self.lip.step_loss(net, total);
+        self.opt.zero_grad();
+        loss.f_backward()?;
+        let loss_value = loss.f_double_value(&[])?;
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFinite {
+                epoch,
+                step: done_steps,
+                loss: loss_value,
+            });
+        }
+        self.opt.step();
+        self.lip.after_step(net)?;
+        let stepped = BatchLoss {
+            total: loss,
+            logits,
+            parts,
+        };
+        Ok((stepped, loss_value))
+    }
+}
+
+/// How an injected failure surfaces: as a `TchError` from an `f_` op, or as the panic of the
+/// plain op (tch unwraps the error), the two ways a libtorch failure reaches the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injected {
+    Error,
+    Panic,
+}
+
+thread_local! {
+    /// The training step (counted from 1 over the run) whose allocation fails: a test hook.
+    static INJECTED_FAILURE_AT: Cell<Option<(u64, Injected)>> = const { Cell::new(None) };
+}
+
+/// Makes training step `step` (counted from 1 over the run) of runs on this thread fail with a
+/// real libtorch allocation error, as an out-of-memory would; `None` turns it off. For tests of
+/// the failure path: `certlab run` reads `CERTLAB_INJECT_TORCH_ERROR=step:N` (an error) or
+/// `panic:N` (a panic) into it.
+#[doc(hidden)]
+pub fn inject_torch_failure(at: Option<(u64, Injected)>) {
+    INJECTED_FAILURE_AT.with(|c| c.set(at));
+}
+
+/// Reads `CERTLAB_INJECT_TORCH_ERROR` into the hook of this thread.
+fn injection_from_env() {
+    let Ok(spec) = std::env::var("CERTLAB_INJECT_TORCH_ERROR") else {
+        return;
+    };
+    let at = |n: &str| n.parse().ok();
+    let injected = match spec.split_once(':') {
+        Some(("step", n)) => at(n).map(|n| (n, Injected::Error)),
+        Some(("panic", n)) => at(n).map(|n| (n, Injected::Panic)),
+        _ => None,
+    };
+    if injected.is_some() {
+        inject_torch_failure(injected);
+    }
+}
+
+fn injected_failure(step: u64) -> Option<Injected> {
+    INJECTED_FAILURE_AT
+        .with(|c| c.get())
+        .and_then(|(at, how)| (at == step).then_some(how))
 }

@@ -4,8 +4,10 @@ use super::TrainError;
 use crate::bounds::{training_bytes, BoundMethod, Relaxed};
 use crate::config::{ExperimentConfig, Method, OptimizerKind};
 use crate::data::{self, Dataset};
+use crate::device::device_name;
+use crate::failure::{set_phase, During};
 use crate::model::Network;
-use tch::{nn, nn::OptimizerConfig, Device, TchError};
+use tch::{nn, nn::OptimizerConfig, Device, TchError, Tensor};
 
 /// Everything prepared before the first step: data on the device, the network.
 pub struct Prepared {
@@ -16,8 +18,10 @@ pub struct Prepared {
 
 pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, TrainError> {
     tch::manual_seed(cfg.seed as i64);
+    set_phase("loading the data");
     let mut data = data::load(&cfg.dataset, cfg.seed)?;
     let stats = cfg.model.normalize.then(|| data.channel_stats());
+    set_phase("building the network");
     let net = Network::from_config(
         &cfg.model,
         &data.input_shape,
@@ -26,12 +30,19 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
         device,
     )?;
     check_memory(cfg, &net)?;
-    data.train_x = data.train_x.to_device(device);
-    data.train_y = data.train_y.to_device(device);
-    data.test_x = data.test_x.to_device(device);
-    data.test_y = data.test_y.to_device(device);
-    data.val_x = data.val_x.to_device(device);
-    data.val_y = data.val_y.to_device(device);
+    set_phase(format!("moving the data to {}", device_name(device)));
+    let to_device = |t: &Tensor, what: &str| {
+        t.f_to_device(device).during(|| {
+            let (n, d) = (t.size()[0], device_name(device));
+            format!("moving the {what} ({n} examples) to {d}")
+        })
+    };
+    data.train_x = to_device(&data.train_x, "training inputs")?;
+    data.train_y = to_device(&data.train_y, "training labels")?;
+    data.test_x = to_device(&data.test_x, "test inputs")?;
+    data.test_y = to_device(&data.test_y, "test labels")?;
+    data.val_x = to_device(&data.val_x, "validation inputs")?;
+    data.val_y = to_device(&data.val_y, "validation labels")?;
     Ok(Prepared { device, data, net })
 }
 

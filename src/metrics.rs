@@ -14,6 +14,11 @@ pub struct EvalRecord {
     pub time_s: f64,
     /// Mean training loss over the epoch.
     pub train_loss: f64,
+    /// The epoch means of the weighted terms of the training loss (`clean_ce`, `robust_ce`,
+    /// `r1`, `r2`, `lipschitz`: those the method has); they add up to `train_loss` (ADMM's
+    /// coupling term aside).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub loss_parts: BTreeMap<String, f64>,
     /// Training accuracy on clean inputs over the epoch.
     pub train_acc: f64,
     /// Clean accuracy on the whole test split.
@@ -129,6 +134,12 @@ pub mod key {
     pub const ADMM_PROJECTED_LIPSDP: &str = "admm_projected_lipsdp";
     /// `lipschitz`: the ADMM primal residual `||W - Wbar||_F / ||W||_F`.
     pub const ADMM_RESIDUAL: &str = "admm_residual";
+    /// `loss_parts`: the weighted terms of the training loss (epoch means).
+    pub const LOSS_CLEAN_CE: &str = "clean_ce";
+    pub const LOSS_ROBUST_CE: &str = "robust_ce";
+    pub const LOSS_R1: &str = "r1";
+    pub const LOSS_R2: &str = "r2";
+    pub const LOSS_LIPSCHITZ: &str = "lipschitz";
     /// The extra `lipschitz` keys in the order the Lipschitz tab colours them.
     pub const LIPSCHITZ_EXTRA: [&str; 5] = [
         TRAIN_BOUND,

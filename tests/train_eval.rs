@@ -74,6 +74,15 @@ fn cert_le_pgd_le_clean_on_every_evaluation_of_a_training_run() {
     assert_eq!(records.len(), 4);
     let mut saw_certified = false;
     for r in &records {
+        let parts: Vec<&str> = r.loss_parts.keys().map(|k| k.as_str()).collect();
+        assert_eq!(parts, ["clean_ce", "robust_ce"], "epoch {}", r.epoch);
+        let sum: f64 = r.loss_parts.values().sum();
+        assert!(
+            (sum - r.train_loss).abs() <= 1e-5 * r.train_loss.abs().max(1.0),
+            "epoch {}: loss parts add up to {sum}, train_loss {}",
+            r.epoch,
+            r.train_loss
+        );
         let mut evals = vec![EpsEval {
             eps: r.eval_eps.unwrap(),
             pgd_acc: r.pgd_acc,

@@ -1,18 +1,112 @@
 //! The workbench's UI logic, headless (egui_kittest, no GPU): Start plots points, Stop keeps
 //! the run folder, an invalid field disables Start with its reason, a bad preset is refused.
+//!
+//! One test runs the real trainer end to end; the others speak for the trainer themselves
+//! through a fake worker (`WorkerHandle::from_channels`), so they test the window alone. What
+//! the trainer writes into a run folder on stop or failure is tested in tests/worker.rs and
+//! tests/cli.rs.
 use certlab::config::ExperimentConfig;
+use certlab::metrics::{EvalRecord, GapStats};
+use certlab::protocol::{Command, Event, Level, Outcome};
 use certlab::ui::series::Metric;
-use certlab::ui::{App, Tab};
+use certlab::ui::{App, Spawner, Tab};
+use certlab::worker::WorkerHandle;
+use crossbeam_channel::{Receiver, Sender};
+use egui::accesskit::Toggled;
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn harness(runs_dir: &Path, cfg: ExperimentConfig) -> Harness<'static, App> {
+fn harness_with(runs_dir: &Path, cfg: ExperimentConfig, spawner: Spawner) -> Harness<'static, App> {
     let runs_dir = runs_dir.to_path_buf();
     Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |_cc| App::new(cfg, runs_dir, App::engine_spawner()))
+        .build_eframe(move |_cc| App::new(cfg, runs_dir, spawner))
+}
+
+/// A window whose Start runs the real trainer.
+fn harness(runs_dir: &Path, cfg: ExperimentConfig) -> Harness<'static, App> {
+    harness_with(runs_dir, cfg, App::engine_spawner())
+}
+
+/// The test's end of a fake worker: what the window sends arrives on `commands`, and the
+/// test speaks for the trainer on `events`.
+struct FakeWorker {
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+}
+
+impl FakeWorker {
+    fn send(&self, event: Event) {
+        self.events.send(event).unwrap();
+    }
+}
+
+/// A window whose Start hands the app a fake worker, driven by the test.
+fn fake_harness(runs_dir: &Path, cfg: ExperimentConfig) -> (Harness<'static, App>, FakeWorker) {
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
+    let spawner: Spawner = Box::new(move |_cfg, _target, _wake| {
+        Ok(WorkerHandle::from_channels(cmd_tx.clone(), ev_rx.clone()))
+    });
+    let h = harness_with(runs_dir, cfg, spawner);
+    let worker = FakeWorker {
+        commands: cmd_rx,
+        events: ev_tx,
+    };
+    (h, worker)
+}
+
+/// Clicks Start on a fake-worker window and sends the `Started` event of `run_dir`.
+fn start_fake(h: &mut Harness<'static, App>, w: &FakeWorker, run_dir: &Path) {
+    h.run_steps(2);
+    h.get_by_label("▶ Start").click();
+    h.run_steps(1);
+    assert!(h.state().live.is_some(), "Start handed the app its worker");
+    w.send(Event::Started {
+        run_dir: run_dir.to_path_buf(),
+        device: "cpu".into(),
+        model: "mlp 2-64-64-2".into(),
+        total_epochs: 3,
+        steps_per_epoch: 10,
+    });
+    h.run_steps(2);
+}
+
+/// An evaluation with every plotted kind of metric: accuracies, a bound's certified accuracy,
+/// Lipschitz estimates and tightness statistics.
+fn record(epoch: u32) -> EvalRecord {
+    let mut r = EvalRecord {
+        epoch,
+        clean_acc: 0.8,
+        pgd_acc: Some(0.6),
+        eval_eps: Some(0.1),
+        ..EvalRecord::default()
+    };
+    r.cert_acc.insert("crown".into(), 0.4);
+    r.lipschitz.insert("gram".into(), 12.0);
+    r.lipschitz.insert("power".into(), 9.0);
+    r.gap = Some(GapStats {
+        method: "crown".into(),
+        unstable_per_layer: vec![3.0, 1.0],
+        r1_mean: 0.5,
+        r2_mean: 0.1,
+        frac_exact: 0.3,
+        hist_edges: certlab::metrics::gap_hist_edges(),
+        hist_counts: (0..11).collect(),
+        cert_pgd_gap: Some(0.2),
+    });
+    r
+}
+
+/// Whether the checkbox labelled `label` is ticked.
+fn ticked(h: &Harness<'static, App>, label: &str) -> bool {
+    match h.get_by_label(label).accesskit_node().toggled() {
+        Some(Toggled::True) => true,
+        Some(Toggled::False) => false,
+        other => panic!("`{label}` is not a checkbox: {other:?}"),
+    }
 }
 
 /// Steps the UI until `done` holds or `secs` pass; returns whether it held.
@@ -93,33 +187,56 @@ fn start_on_the_default_preset_plots_points_and_the_2d_view() {
 }
 
 #[test]
-fn stop_ends_the_run_and_keeps_its_folder() {
+fn pause_and_stop_reach_the_worker_and_the_run_stays_on_screen() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut h = harness(tmp.path(), small_moons(100_000));
-    h.run_steps(2);
-    h.get_by_label("▶ Start").click();
-    assert!(
-        step_until(&mut h, 120, |app| app.live.as_ref().is_some_and(|l| l
-            .series
-            .records
-            .len()
-            >= 1)),
-        "no evaluation arrived; log: {:?}",
-        h.state().log
+    let (mut h, w) = fake_harness(tmp.path(), small_moons(3));
+    let run_dir = tmp.path().join("moons-crown-ibp-1");
+    start_fake(&mut h, &w, &run_dir);
+    assert_eq!(
+        h.state().live.as_ref().unwrap().run_dir(),
+        Some(run_dir.as_path())
     );
+    w.send(Event::Metrics(record(1)));
+    h.run_steps(2);
+    assert_eq!(h.state().live.as_ref().unwrap().series.records.len(), 1);
+    // Start is disabled while the run trains.
+    assert!(h.get_by_label("▶ Start").accesskit_node().is_disabled());
+    h.get_by_label("⏸ Pause").click();
+    h.run_steps(1);
+    assert_eq!(w.commands.try_recv(), Ok(Command::Pause));
+    w.send(Event::Paused(true));
+    h.run_steps(2);
+    h.get_by_label_contains("paused · epoch");
+    h.get_by_label("▶ Resume").click();
+    h.run_steps(1);
+    assert_eq!(w.commands.try_recv(), Ok(Command::Resume));
+    w.send(Event::Paused(false));
+    h.run_steps(2);
     h.get_by_label("⏹ Stop").click();
-    assert!(step_until(&mut h, 60, |app| app
-        .live
-        .as_ref()
-        .is_some_and(|l| !l.is_running())));
+    h.run_steps(1);
+    assert_eq!(w.commands.try_recv(), Ok(Command::Stop));
+    assert!(
+        h.state().live.as_ref().unwrap().is_running(),
+        "the run ends when the worker says so, not when Stop is clicked"
+    );
+    w.send(Event::Finished {
+        outcome: Outcome::Cancelled,
+    });
+    h.run_steps(2);
     let live = h.state().live.as_ref().unwrap();
+    assert!(!live.is_running());
     assert_eq!(live.series.outcome.as_deref(), Some("cancelled"));
-    let dir = live.run_dir().unwrap().to_path_buf();
-    let run = certlab::run::load_run(&dir).unwrap();
-    assert!(!run.metrics.is_empty(), "metrics so far are kept");
-    assert_eq!(run.summary.unwrap().outcome, "cancelled");
-    assert!(dir.join("model.safetensors").exists());
-    assert!(h.state().notice.as_ref().unwrap().text.contains("stopped"));
+    assert_eq!(
+        live.series.records.len(),
+        1,
+        "the evaluations so far stay plotted"
+    );
+    let notice = &h.state().notice.as_ref().unwrap().text;
+    assert!(
+        notice.contains("stopped") && notice.contains(&run_dir.display().to_string()),
+        "{notice}"
+    );
+    h.get_by_label_contains("stopped · epoch");
     // Start is available again.
     assert!(!h.get_by_label("▶ Start").accesskit_node().is_disabled());
 }
@@ -127,7 +244,7 @@ fn stop_ends_the_run_and_keeps_its_folder() {
 #[test]
 fn an_invalid_field_disables_start_and_shows_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut h = harness(tmp.path(), small_moons(3));
+    let (mut h, _w) = fake_harness(tmp.path(), small_moons(3));
     h.run_steps(2);
     assert!(!h.get_by_label("▶ Start").accesskit_node().is_disabled());
     // Type a radius list with a negative eps into the field.
@@ -166,7 +283,7 @@ fn an_invalid_field_disables_start_and_shows_the_reason() {
 #[test]
 fn a_bad_preset_shows_an_error_and_leaves_the_experiment_untouched() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut h = harness(tmp.path(), small_moons(3));
+    let (mut h, _w) = fake_harness(tmp.path(), small_moons(3));
     h.run_steps(2);
     let before = h.state().designer.cfg.clone();
     let bad = tmp.path().join("broken.toml");
@@ -228,10 +345,10 @@ fn run_browser_overlays_folders_and_exports_the_table() {
             .unwrap();
         }
     }
-    let mut h = harness(tmp.path(), small_moons(3));
+    let (mut h, _w) = fake_harness(tmp.path(), small_moons(3));
     h.state_mut().tab = Tab::Runs;
     h.run_steps(2);
-    assert_eq!(h.state().library.len(), 2, "both folders are listed");
+    assert_eq!(h.state().library.runs.len(), 2, "both folders are listed");
     assert!(
         h.state().visible_runs().is_empty(),
         "listed runs are not overlaid until ticked"
@@ -260,27 +377,39 @@ fn run_browser_overlays_folders_and_exports_the_table() {
         "{text}"
     );
     // A folder that is not a run is an error naming it, and changes nothing.
-    let before = h.state().library.len();
+    let before = h.state().library.runs.len();
     h.state_mut().open_run(&tmp.path().join("exports"));
     assert!(h.state().notice.as_ref().unwrap().text.contains("exports"));
-    assert_eq!(h.state().library.len(), before);
+    assert_eq!(h.state().library.runs.len(), before);
 }
 
 #[test]
-fn a_worker_error_is_shown_in_the_window_and_the_run_folder_is_kept() {
+fn a_worker_error_is_shown_in_the_window_and_start_is_enabled_again() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = small_moons(3);
     cfg.dataset.kind = certlab::config::DatasetKind::Mnist;
-    cfg.dataset.path = tmp.path().join("no-such-folder").display().to_string();
-    let mut h = harness(tmp.path(), cfg);
+    let data = tmp.path().join("no-such-folder");
+    cfg.dataset.path = data.display().to_string();
+    let (mut h, w) = fake_harness(tmp.path(), cfg);
     h.run_steps(2);
     h.get_by_label("▶ Start").click();
-    assert!(step_until(&mut h, 60, |app| app
-        .live
-        .as_ref()
-        .is_some_and(|l| !l.is_running())));
+    h.run_steps(1);
+    // What the trainer sends when it cannot read the data set: no `Started`, the error, the end.
+    let error = format!(
+        "cannot open {}: No such file or directory",
+        data.join("train-images-idx3-ubyte").display()
+    );
+    w.send(Event::Log {
+        level: Level::Error,
+        message: error.clone(),
+    });
+    w.send(Event::Finished {
+        outcome: Outcome::Failed(error.clone()),
+    });
+    h.run_steps(2);
     let app = h.state();
     let live = app.live.as_ref().unwrap();
+    assert!(!live.is_running());
     assert_eq!(live.series.outcome.as_deref(), Some("failed"));
     let notice = app.notice.as_ref().unwrap();
     assert!(
@@ -288,27 +417,63 @@ fn a_worker_error_is_shown_in_the_window_and_the_run_folder_is_kept() {
         "{}",
         notice.text
     );
+    assert!(app.log.lines.iter().any(|l| l.message == error));
     h.get_by_label_contains("run failed");
-    // The folder holds the config, the log and the summary that says why.
-    let dir = h
-        .state()
-        .live
-        .as_ref()
-        .unwrap()
-        .run_dir()
-        .map(|d| d.to_path_buf());
-    let dir = dir.unwrap_or_else(|| {
-        std::fs::read_dir(tmp.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path()
-    });
-    let run = certlab::run::load_run(&dir).unwrap();
-    let summary = run.summary.unwrap();
-    assert_eq!(summary.outcome, "failed");
-    assert!(summary.error.unwrap().contains("no-such-folder"));
+    h.get_by_label_contains("failed · epoch");
     // The window is still usable: Start is enabled again.
     assert!(!h.get_by_label("▶ Start").accesskit_node().is_disabled());
+}
+
+#[test]
+fn a_worker_that_vanishes_without_finishing_is_shown_as_crashed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut h, w) = fake_harness(tmp.path(), small_moons(3));
+    start_fake(&mut h, &w, &tmp.path().join("run"));
+    w.send(Event::Metrics(record(1)));
+    drop(w); // The channel closes without `Finished`.
+    h.run_steps(2);
+    let app = h.state();
+    let live = app.live.as_ref().unwrap();
+    assert!(!live.is_running());
+    assert!(matches!(live.finished, Some(Outcome::Failed(_))));
+    assert_eq!(live.series.outcome.as_deref(), Some("failed"));
+    assert_eq!(live.series.records.len(), 1, "what arrived stays plotted");
+    assert!(app.notice.as_ref().unwrap().text.contains("crashed"));
+    assert!(app.log.lines.iter().any(|l| l.message.contains("crashed")));
+    assert!(!h.get_by_label("▶ Start").accesskit_node().is_disabled());
+}
+
+#[test]
+fn each_tab_keeps_its_own_log_scale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut h, w) = fake_harness(tmp.path(), small_moons(3));
+    start_fake(&mut h, &w, &tmp.path().join("run"));
+    w.send(Event::Metrics(record(1)));
+    h.run_steps(2);
+    let (tightness, lipschitz) = ("log scale for r1, r2", "log scale");
+    h.state_mut().tab = Tab::Tightness;
+    h.run_steps(2);
+    assert!(ticked(&h, tightness), "log scale is on at first");
+    h.get_by_label(tightness).click();
+    h.run_steps(2);
+    assert!(!ticked(&h, tightness));
+    h.state_mut().tab = Tab::Lipschitz;
+    h.run_steps(2);
+    assert!(
+        ticked(&h, lipschitz),
+        "unticking the Tightness tab's log scale left the Lipschitz tab's alone"
+    );
+    h.get_by_label(lipschitz).click();
+    h.run_steps(2);
+    assert!(!ticked(&h, lipschitz));
+    // And the other way round.
+    h.state_mut().tab = Tab::Tightness;
+    h.run_steps(2);
+    assert!(!ticked(&h, tightness));
+    h.get_by_label(tightness).click();
+    h.run_steps(2);
+    assert!(ticked(&h, tightness));
+    h.state_mut().tab = Tab::Lipschitz;
+    h.run_steps(2);
+    assert!(!ticked(&h, lipschitz));
 }

@@ -16,6 +16,7 @@
 //! from random projections), `tightness` (r1 / r2 and their statistics), `memory` (splitting
 //! batches to fit) and `ops` (small tensor helpers). This file holds the shared types and the
 //! public entry points.
+mod certify;
 mod ibp;
 mod input;
 mod intermediate;
@@ -25,6 +26,7 @@ mod projection;
 mod relax;
 mod tightness;
 
+pub use self::certify::{certify, Certification, RECHECK_REL};
 pub use self::ibp::apply_linear;
 pub use self::input::input_box;
 pub use self::memory::training_bytes;
@@ -131,9 +133,21 @@ pub fn margin_lower(
     ball: Ball,
     method: BoundMethod,
 ) -> Tensor {
+    margin_lower_of(&net.layers, net.num_classes, x, y, ball, method)
+}
+
+/// [`margin_lower`] of a list of layers (e.g. double-precision copies) with `classes` outputs.
+pub(crate) fn margin_lower_of(
+    layers: &[Layer],
+    classes: i64,
+    x: &Tensor,
+    y: &Tensor,
+    ball: Ball,
+    method: BoundMethod,
+) -> Tensor {
     match method.relaxed() {
-        None => ibp_margin(&net.layers, x, y, ball),
-        Some(relaxed) => margin_lower_relaxed(net, x, y, ball, relaxed),
+        None => ibp_margin(layers, x, y, ball),
+        Some(relaxed) => relaxed_margin_of(layers, classes, x, y, ball, relaxed),
     }
 }
 
@@ -153,15 +167,26 @@ pub fn margin_lower_relaxed(
     ball: Ball,
     relaxed: Relaxed,
 ) -> Tensor {
+    relaxed_margin_of(&net.layers, net.num_classes, x, y, ball, relaxed)
+}
+
+fn relaxed_margin_of(
+    layers: &[Layer],
+    classes: i64,
+    x: &Tensor,
+    y: &Tensor,
+    ball: Ball,
+    relaxed: Relaxed,
+) -> Tensor {
     let mut run = |start: i64, len: i64| {
         let (xb, yb) = (x.narrow(0, start, len), y.narrow(0, start, len));
-        let r = Relaxer::new(&net.layers, &xb, ball, relaxed);
-        let spec = margin_spec(&yb, net.num_classes, x.kind());
-        let m = r.lower_bound(net.layers.len(), spec);
+        let r = Relaxer::new(layers, &xb, ball, relaxed);
+        let spec = margin_spec(&yb, classes, x.kind());
+        let m = r.lower_bound(layers.len(), spec);
         // Row y is zero: its bound is exactly 0 (no rounding noise).
         vec![m.scatter_value(1, &yb.unsqueeze(1), 0.0)]
     };
-    chunked(&net.layers, x, Some(relaxed), &mut run).remove(0)
+    chunked(layers, x, Some(relaxed), &mut run).remove(0)
 }
 
 /// Lower and upper bounds of every logit, `[B, K]` each.
@@ -233,4 +258,4 @@ fn margin_spec(y: &Tensor, k: i64, kind: Kind) -> Tensor {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -68,6 +68,8 @@ pub(super) struct Relaxer<'a> {
 impl<'a> Relaxer<'a> {
     /// Computes the pre-activation bounds of every ReLU (with `relaxed.inter`) and its lines.
     pub(super) fn new(layers: &'a [Layer], x: &Tensor, ball: Ball, relaxed: Relaxed) -> Self {
+        #[cfg(test)]
+        super::tests::RELAXERS_BUILT.with(|c| c.set(c.get() + 1));
         let shapes = layer_shapes(layers, x);
         let ibp = ibp_bounds(layers, x, ball);
         let mut r = Relaxer {

@@ -6,6 +6,12 @@ use crate::attack::{self, AttackLoss, PgdConfig};
 use crate::model::LayerSpec;
 use tch::Device;
 
+thread_local! {
+    /// Test hook: how many linear-relaxation passes (`Relaxer`s) were built on this thread,
+    /// so that a test can prove a loss ran none.
+    pub(crate) static RELAXERS_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 const LINEAR_METHODS: [BoundMethod; 3] = [
     BoundMethod::CrownIbp,
     BoundMethod::Fastlin,
@@ -604,4 +610,110 @@ fn random_projections_approach_the_exact_fastlin_bounds() {
             );
         }
     }
+}
+
+/// With CROWN's lower lines (slope 0 or 1) the line is tight on a half-line, so the half-line
+/// r2 vanishes on bounds that are exact while the paper's `|z|` form can still be positive;
+/// with Fast-Lin's lines (tight only at 0) the two forms agree.
+#[test]
+fn half_line_r2_is_the_exactness_condition_of_crowns_lines() {
+    let net = mlp64(4, &[8], 3, 5);
+    tch::manual_seed(11);
+    let x = Tensor::rand([400, 4], opts()) * 0.8 + 0.1;
+    let y = Tensor::randint(3, [400], (Kind::Int64, Device::Cpu));
+    let ball = Ball {
+        eps: 0.08,
+        norm: Norm::Linf,
+    };
+    let crown = Relaxed {
+        relax: Relaxation::Crown,
+        inter: Intermediate::Exact,
+    };
+    let t = tightness(&net, &x, &y, ball, crown);
+    let diff = (&t.r2_abs - &t.r2).min().double_value(&[]);
+    assert!(
+        diff >= -1e-12,
+        "abs form below the half-line form: {diff:e}"
+    );
+    let mut exact_but_abs_positive = 0;
+    for i in 0..400 {
+        let (r1, r2, r2_abs) = (
+            t.r1.double_value(&[i]),
+            t.r2.double_value(&[i]),
+            t.r2_abs.double_value(&[i]),
+        );
+        if r1 <= 1e-9 && r2_abs > 1e-6 {
+            exact_but_abs_positive += 1;
+            assert!(
+                r2 <= 1e-9,
+                "point {i}: exact bound (r1 {r1:e}) but half-line r2 {r2:e}"
+            );
+        }
+    }
+    assert!(
+        exact_but_abs_positive > 0,
+        "no exact bound with a positive |z| term: the test checks nothing"
+    );
+    let fastlin = Relaxed {
+        relax: Relaxation::Fastlin,
+        inter: Intermediate::Exact,
+    };
+    let f = tightness(&net, &x, &y, ball, fastlin);
+    let gap = (&f.r2_abs - &f.r2).abs().max().double_value(&[]);
+    assert!(gap <= 1e-12, "Fast-Lin: the two forms differ by {gap:e}");
+}
+
+/// A float32 network whose margin bound is positive only by rounding: the hidden value
+/// `2^25 - 0.5` rounds to `2^25`, and the next layer subtracts `2^25` again. The old rule
+/// (`certified` on the float32 bound) certifies the point; the rounding-safe one refuses it,
+/// and still certifies a point whose margin is clear.
+#[test]
+fn a_margin_positive_only_by_float32_rounding_is_not_certified() {
+    let net = Network::new(
+        vec![lin(1, 1), LayerSpec::Relu, lin(1, 2)],
+        &[1],
+        2,
+        Device::Cpu,
+    );
+    let set = |i: usize, w: &[f32], b: &[f32]| {
+        let Layer::Linear { weight, bias } = &net.layers[i] else {
+            unreachable!()
+        };
+        tch::no_grad(|| {
+            let shape = weight.size();
+            weight
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(w).reshape(shape.as_slice()));
+            bias.shallow_clone().copy_(&Tensor::from_slice(b));
+        });
+    };
+    let big = 33_554_432.0f32; // 2^25
+    set(0, &[big], &[-0.5]);
+    set(2, &[1.0, 0.0], &[-big, -0.25]);
+    let x = Tensor::from_slice(&[1.0f32]).reshape([1, 1]);
+    let y = Tensor::from_slice(&[0i64]);
+    // True margin with these (float32) parameters: (2^25 - 0.5 - 2^25) - (-0.25) = -0.25.
+    let true_margin = -0.25;
+    let ball = Ball {
+        eps: 0.0,
+        norm: Norm::Linf,
+    };
+    let m32 = margin_lower(&net, &x, &y, ball, BoundMethod::Ibp);
+    assert!(
+        bool::try_from(certified(&m32, &y)).unwrap(),
+        "precondition: float32 IBP should certify by rounding (margin {})",
+        m32.double_value(&[0, 1])
+    );
+    for method in BoundMethod::ALL {
+        let c = certify(&net, &x, &y, ball, method);
+        assert!(
+            !bool::try_from(c.certified.get(0)).unwrap(),
+            "{}: certified although the true margin is {true_margin}",
+            method.name()
+        );
+    }
+    // A margin that is clear in float64 too is still certified.
+    set(2, &[1.0, 0.0], &[-big, -10.0]);
+    let c = certify(&net, &x, &y, ball, BoundMethod::Ibp);
+    assert!(bool::try_from(c.certified.get(0)).unwrap());
 }

@@ -24,6 +24,10 @@ pub struct Tightness {
     pub r2: Tensor,
     /// Per row: `r2` of that row alone, `[B, K]`.
     pub r2_rows: Tensor,
+    /// `r2` with `|z|` at every lower line, as Zhu et al. (2020) write it for Fast-Lin, `[B]`:
+    /// the same as `r2` for Fast-Lin's lines; for CROWN's slope-0/1 lines it also counts
+    /// pre-activations on the half-line where the line is tight.
+    pub r2_abs: Tensor,
     /// Unstable neurons per ReLU layer, per example (`[B]` each, as floats).
     pub unstable: Vec<Tensor>,
 }
@@ -53,7 +57,7 @@ fn tightness_of(
         tightness_batch(layers, classes, &xb, &yb, ball, relaxed)
     };
     let mut parts = chunked(layers, x, Some(relaxed), &mut run);
-    let unstable = parts.split_off(5);
+    let unstable = parts.split_off(6);
     let mut it = parts.into_iter();
     let mut next = || {
         it.next()
@@ -65,6 +69,7 @@ fn tightness_of(
         r1: next(),
         r2: next(),
         r2_rows: next(),
+        r2_abs: next(),
         unstable,
     }
 }
@@ -97,7 +102,7 @@ fn tightness_batch(
         .squeeze_dim(2);
     let p = own - logits.diagonal(0, 1, 2);
     let r1_rows = &p - &m;
-    let r2_rows = r2_per_row(&r, &trace, &pre, b, k);
+    let (r2_rows, r2_abs_rows) = r2_per_row(&r, &trace, &pre, b, k);
     let unstable: Vec<Tensor> = r
         .lines
         .iter()
@@ -109,21 +114,31 @@ fn tightness_batch(
                 .sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)
         })
         .collect();
+    let row_sum = |t: &Tensor| t.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>);
     let mut out = vec![
         m,
         p,
-        r1_rows.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>),
-        r2_rows.sum_dim_intlist([1i64].as_slice(), false, None::<Kind>),
+        row_sum(&r1_rows),
+        row_sum(&r2_rows),
         r2_rows,
+        row_sum(&r2_abs_rows),
     ];
     out.extend(unstable);
     out
 }
 
 /// Per row, `[B, K]`: the distance of the real pre-activations `pre` at each row's optimum to
-/// where the line the row chose touches the ReLU, summed over the unstable neurons it bounds.
-fn r2_per_row(r: &Relaxer, trace: &[ReluTrace], pre: &[Option<Tensor>], b: i64, k: i64) -> Tensor {
+/// where the line the row chose touches the ReLU, summed over the unstable neurons it bounds;
+/// and the same with `|z|` at every lower line (the paper's form).
+fn r2_per_row(
+    r: &Relaxer,
+    trace: &[ReluTrace],
+    pre: &[Option<Tensor>],
+    b: i64,
+    k: i64,
+) -> (Tensor, Tensor) {
     let mut r2_rows = Tensor::zeros([b, k], (r.x.kind(), r.x.device()));
+    let mut r2_abs_rows = r2_rows.zeros_like();
     for t in trace {
         let (Some(lines), Some(z)) = (&r.lines[t.layer], &pre[t.layer]) else {
             continue;
@@ -139,10 +154,13 @@ fn r2_per_row(r: &Relaxer, trace: &[ReluTrace], pre: &[Option<Tensor>], b: i64, 
         );
         let to_upper = (&z - &lines.l).abs().minimum(&(&lines.u - &z).abs());
         let zero = z.zeros_like();
-        let d = select(&t.lower, &to_lower, &zero) + select(&t.upper, &to_upper, &zero);
+        let on_upper = select(&t.upper, &to_upper, &zero);
+        let d = select(&t.lower, &to_lower, &zero) + &on_upper;
+        let d_abs = select(&t.lower, &z.abs(), &zero) + on_upper;
         r2_rows = r2_rows + sum_rest(&d);
+        r2_abs_rows = r2_abs_rows + sum_rest(&d_abs);
     }
-    r2_rows
+    (r2_rows, r2_abs_rows)
 }
 
 /// Tightness statistics of a linear relaxation on a set, in batches, without gradients, in

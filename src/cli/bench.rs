@@ -113,7 +113,7 @@ pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<(
             let idx = perm.narrow(0, b * batch, len);
             let x = prep.data.train_x.index_select(0, &idx);
             let y = prep.data.train_y.index_select(0, &idx);
-            let (loss, _) = train::method_loss(&prep.net, &x, &y, &cfg, &sched);
+            let loss = train::method_loss(&prep.net, &x, &y, &cfg, &sched).total;
             opt.zero_grad();
             loss.backward();
             let _ = loss.double_value(&[]);

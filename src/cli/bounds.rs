@@ -71,10 +71,11 @@ impl BoundsArgs {
             norm,
         };
         let started = Instant::now();
-        let (lower, upper, margin) = tch::no_grad(|| {
+        let (lower, upper, cert) = tch::no_grad(|| {
             let (lo, hi) = bounds::logit_bounds(net, &x, ball, method);
-            (lo, hi, bounds::margin_lower(net, &x, &y, ball, method))
+            (lo, hi, bounds::certify(net, &x, &y, ball, method))
         });
+        let margin = cert.margin_lower;
         synchronize(trained.device);
         let secs = started.elapsed().as_secs_f64();
         let rows = |t: &Tensor| -> Vec<Vec<f64>> {
@@ -84,8 +85,7 @@ impl BoundsArgs {
         let (lower, upper, margin_rows) = (rows(&lower), rows(&upper), rows(&margin));
         let labels = Vec::<i64>::try_from(y.to_device(Device::Cpu)).unwrap_or_default();
         let certified =
-            Vec::<bool>::try_from(bounds::certified(&margin, &y).to_device(Device::Cpu))
-                .unwrap_or_default();
+            Vec::<bool>::try_from(cert.certified.to_device(Device::Cpu)).unwrap_or_default();
         let points: Vec<serde_json::Value> = (0..labels.len())
             .map(|i| {
                 serde_json::json!({

@@ -108,6 +108,40 @@ pub enum Ramp {
     Smoothed,
 }
 
+/// What r2 measures at a lower line with CROWN's slope 0 or 1 (`train.r2_lower`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum R2Lower {
+    /// The distance to the half-line where the line meets the ReLU: `relu(z)` for slope 0,
+    /// `relu(-z)` for slope 1. Zero exactly when the line is tight at `z` (the exactness
+    /// condition of those lines).
+    #[default]
+    HalfLine,
+    /// `|z|` as Zhu et al. (2020) write it for Fast-Lin's lines, which meet the ReLU only at 0.
+    Abs,
+}
+
+impl R2Lower {
+    pub fn name(self) -> &'static str {
+        match self {
+            R2Lower::HalfLine => "half-line",
+            R2Lower::Abs => "abs",
+        }
+    }
+}
+
+/// When CROWN-IBP trains with r1/r2 (`train.reg_stage`); Fast-Lin always trains with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegStage {
+    /// As Zhu et al. (2020) state it: only while the CROWN-IBP bound is in the loss (the weight
+    /// is multiplied by beta, so the pure-IBP stage has no regularizer and no relaxed pass).
+    #[default]
+    First,
+    /// Throughout, also after beta reaches 0 (the relaxed pass then runs for r1/r2 alone).
+    Throughout,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -132,6 +166,10 @@ pub struct TrainConfig {
     pub r2_weight: f64,
     /// Epochs over which the regularizer weights grow from 0.
     pub reg_warmup_epochs: u32,
+    /// r2 at CROWN's lower lines: `half-line` (the exactness condition) or `abs` (the paper's |z|).
+    pub r2_lower: R2Lower,
+    /// CROWN-IBP: r1/r2 in the `first` stage only (the paper) or `throughout`.
+    pub reg_stage: RegStage,
     /// PGD training: steps and step size (relative to eps).
     pub pgd_steps: u32,
     pub pgd_step_ratio: f64,
@@ -163,6 +201,8 @@ impl Default for TrainConfig {
             r1_weight: 0.0,
             r2_weight: 0.0,
             reg_warmup_epochs: 0,
+            r2_lower: R2Lower::HalfLine,
+            reg_stage: RegStage::First,
             pgd_steps: 7,
             pgd_step_ratio: 0.25,
             proj_dim: 0,

@@ -306,10 +306,13 @@ pub fn estimate(
                 })?;
                 let r = lipsdp(&ws, s)?;
                 report.notes.push(format!(
-                    "lipsdp: {} (SDP dimension {}), verified from the multipliers",
+                    "lipsdp: {} (SDP dimension {}), verified from the multipliers, with the \
+                     certificate's rounding margin (1 + {CERT_SAFETY:e})",
                     r.solver, r.dim
                 ));
-                r.value
+                // The value is an upper bound computed in floating point: the same safety factor
+                // as the l_2 certificate's body bound.
+                r.value * (1.0 + CERT_SAFETY)
             }
             Estimator::Empirical => {
                 let x = data.ok_or(LipError::NoData)?;

@@ -12,7 +12,8 @@ mod schedule;
 pub use control::Control;
 pub use lipschitz_control::{LipschitzControl, ENFORCE_GRAM_ITERS};
 pub use losses::{
-    certified_training_loss, cross_entropy, method_loss, robust_cross_entropy, CertifiedLoss,
+    certified_training_loss, cross_entropy, method_loss, regularizer_weights, robust_cross_entropy,
+    BatchLoss, CertifiedLoss,
 };
 pub use prepare::{optimizer, prepare, Prepared};
 pub use reporter::Reporter;
@@ -25,6 +26,7 @@ use crate::metrics::EvalRecord;
 use crate::model::Network;
 pub use crate::protocol::{Command, Event, Level, Outcome};
 use crate::run::RunWriter;
+use std::collections::BTreeMap;
 use tch::{nn, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,7 @@ pub fn train(
             step,
             train_loss: stats.loss,
             train_acc: stats.acc,
+            loss_parts: stats.parts,
             train_eps: stats.eps,
             lr,
             ..EvalRecord::default()
@@ -183,6 +186,8 @@ struct EpochStats {
     acc: f64,
     /// The training eps at the end of the epoch.
     eps: f64,
+    /// The epoch means of the weighted loss terms.
+    parts: BTreeMap<String, f64>,
 }
 
 /// One pass over the shuffled training split.
@@ -207,14 +212,16 @@ impl EpochPass<'_, '_> {
         let perm = Tensor::randperm(n_train, (Kind::Int64, device));
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         let mut correct_sum = Tensor::zeros([], (Kind::Int64, device));
+        let mut part_sums: BTreeMap<&'static str, Tensor> = BTreeMap::new();
         let mut sched = schedule(cfg, (epoch - 1) as f64);
         for (b, (start, len)) in crate::linalg::batch_ranges(n_train, batch).enumerate() {
             let idx = perm.narrow(0, start, len);
             let x = data.train_x.index_select(0, &idx);
             let y = data.train_y.index_select(0, &idx);
             sched = schedule(cfg, (epoch - 1) as f64 + b as f64 / steps as f64);
-            let (loss, logits) = method_loss(net, &x, &y, cfg, &sched);
-            let loss = self.lip.step_loss(net, loss);
+            let batch_loss = method_loss(net, &x, &y, cfg, &sched);
+            let loss = self.lip.step_loss(net, batch_loss.total);
+            let logits = batch_loss.logits;
             self.opt.zero_grad();
             loss.backward();
             let loss_value = loss.double_value(&[]);
@@ -231,6 +238,12 @@ impl EpochPass<'_, '_> {
             let _ = tch::no_grad(|| {
                 loss_sum += loss.detach() * len as f64;
                 correct_sum += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64);
+                for (name, part) in &batch_loss.parts {
+                    let sum = part_sums
+                        .entry(*name)
+                        .or_insert_with(|| Tensor::zeros([], (Kind::Float, device)));
+                    *sum += part.detach() * len as f64;
+                }
             });
             let done = (b + 1) as f32 / steps as f32;
             self.rep.progress(epoch, done, *step, loss_value);
@@ -244,6 +257,10 @@ impl EpochPass<'_, '_> {
             loss,
             acc: correct_sum.double_value(&[]) / n_train as f64,
             eps: sched.eps,
+            parts: part_sums
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.double_value(&[]) / n_train as f64))
+                .collect(),
         }))
     }
 }

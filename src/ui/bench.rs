@@ -1,8 +1,8 @@
 //! `certlab bench --ui`: CPU time of one UI frame with 5 overlaid runs of 500 epochs each,
 //! drawn headless (layout and tessellation, no window, no GPU).
-use super::app::{App, Tab};
 use super::series::{RunSeries, PALETTE};
-use crate::config::ExperimentConfig;
+use super::{App, Tab};
+use crate::config::{BoundMethod, Estimator, ExperimentConfig};
 use crate::metrics::{EvalRecord, GapStats};
 use std::time::Instant;
 
@@ -26,16 +26,20 @@ pub fn synthetic_run(k: usize, epochs: u32) -> RunSeries {
             eval_eps: Some(0.1),
             ..EvalRecord::default()
         };
-        for (i, m) in ["ibp", "crown-ibp", "crown"].iter().enumerate() {
+        let bounds = [BoundMethod::Ibp, BoundMethod::CrownIbp, BoundMethod::Crown];
+        for (i, m) in bounds.iter().enumerate() {
             r.cert_acc
-                .insert((*m).into(), 0.2 + 0.3 * t - 0.02 * i as f64);
+                .insert(m.name().into(), 0.2 + 0.3 * t - 0.02 * i as f64);
         }
-        for (i, m) in ["gram", "power", "product"].iter().enumerate() {
-            r.lipschitz
-                .insert((*m).into(), 10f64.powf(3.0 - 2.0 * t) * (1.0 + i as f64));
+        let estimators = [Estimator::Gram, Estimator::Power, Estimator::Product];
+        for (i, m) in estimators.iter().enumerate() {
+            r.lipschitz.insert(
+                m.name().into(),
+                10f64.powf(3.0 - 2.0 * t) * (1.0 + i as f64),
+            );
         }
         r.gap = Some(GapStats {
-            method: "crown".into(),
+            method: BoundMethod::Crown.name().into(),
             unstable_per_layer: vec![30.0 * (1.0 - t) + 1.0, 20.0 * (1.0 - t) + 1.0],
             r1_mean: 10f64.powf(1.0 - 3.0 * t),
             r2_mean: 10f64.powf(0.5 - 3.0 * t),
@@ -57,7 +61,7 @@ pub fn bench_ui_cmd(frames: u32) {
         Box::new(|_, _, _| Err("the benchmark starts no runs".into())),
     );
     for k in 0..5 {
-        app.library.push(synthetic_run(k, 500));
+        app.library.runs.push(synthetic_run(k, 500));
     }
     let ctx = egui::Context::default();
     println!(
@@ -82,7 +86,9 @@ pub fn bench_ui_cmd(frames: u32) {
                 ..Default::default()
             };
             let t0 = Instant::now();
-            let out = ctx.run_ui(input, |ui| app.show(ui));
+            let out = ctx.run_ui(input, |ui| {
+                app.show(ui);
+            });
             let _meshes = ctx.tessellate(out.shapes, out.pixels_per_point);
             if i >= 5 {
                 times.push(t0.elapsed().as_secs_f64() * 1e3);

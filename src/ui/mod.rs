@@ -1,14 +1,30 @@
 //! The eframe workbench: experiment designer, live plots, run browser, 2-D view.
 //!
-//! Reads `Event`s from the worker and run folders from disk; never touches a tensor.
+//! Reads `Event`s from the worker and run folders from disk; never touches a tensor. It imports
+//! only the leaves `protocol`, `metrics`, `config` and `run`, and `worker` to start the trainer.
+//!
+//! `app.rs` wires the window; every panel is a struct in `panels/` that owns its view state
+//! and returns the `Action`s it asks for. The live run (`live.rs`) and the other runs
+//! (`library.rs`) are the data the panels draw.
 mod app;
+mod autopilot;
 pub mod bench;
-pub mod designer;
+mod export;
+mod library;
+mod live;
+pub mod panels;
 pub mod plots;
+mod presets;
+mod screenshot;
 pub mod series;
 pub mod toy;
 
-pub use app::{runs_csv, summary_row, App, Autopilot, LiveRun, Notice, Spawner, Tab};
+pub use app::{App, Spawner};
+pub use autopilot::Autopilot;
+pub use export::{runs_csv, summary_row, SummaryRow};
+pub use library::Library;
+pub use live::LiveRun;
+pub use panels::{Action, Notice, Tab};
 
 use crate::config::ExperimentConfig;
 use std::path::PathBuf;

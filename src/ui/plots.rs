@@ -3,6 +3,8 @@
 //! One run: a colour per metric. Several runs: a colour per run, a line style per metric
 //! (clean solid, PGD dashed, certified dotted), so overlays stay readable.
 use super::series::{Metric, RunSeries, PALETTE};
+use crate::config::{BoundMethod, Estimator};
+use crate::metrics::key;
 use egui::{Color32, Ui};
 use egui_plot::{
     Bar, BarChart, Corner, GridMark, HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints,
@@ -306,6 +308,7 @@ fn metric_color(m: &Metric) -> Color32 {
         Metric::Train => PALETTE[9],
         Metric::TrainLoss => PALETTE[4],
         Metric::BatchLoss => Color32::from_gray(150),
+        Metric::LossPart(name) => PALETTE[(5 + loss_part_index(name)) % PALETTE.len()],
         Metric::TrainEps => PALETTE[5],
         Metric::R1 => PALETTE[6],
         Metric::R2 => PALETTE[5],
@@ -313,43 +316,46 @@ fn metric_color(m: &Metric) -> Color32 {
         Metric::CertPgdGap => PALETTE[1],
         Metric::Cert(name) => PALETTE[2 + name_index(name) % 8],
         // The Lipschitz tab shows up to eleven keys at once: a colour each, in this order.
-        Metric::Lipschitz(name) => {
-            const LIP: [&str; 11] = [
-                "power",
-                "gram",
-                "exact",
-                "product",
-                "lipsdp",
-                "empirical",
-                "train_bound",
-                "train_bound_max",
-                "admm_lipsdp",
-                "admm_projected_lipsdp",
-                "admm_residual",
-            ];
-            let i = LIP.iter().position(|n| *n == name).unwrap_or(LIP.len());
-            PALETTE[i % PALETTE.len()]
-        }
+        Metric::Lipschitz(name) => PALETTE[lipschitz_index(name) % PALETTE.len()],
         Metric::Unstable(i) => PALETTE[*i % PALETTE.len()],
     }
 }
 
-/// A stable small number per bound or estimator name, for colours.
+/// The position of a `loss_parts` key, for a stable colour each.
+fn loss_part_index(name: &str) -> usize {
+    [
+        key::LOSS_CLEAN_CE,
+        key::LOSS_ROBUST_CE,
+        key::LOSS_R1,
+        key::LOSS_R2,
+        key::LOSS_LIPSCHITZ,
+    ]
+    .iter()
+    .position(|n| *n == name)
+    .unwrap_or(5)
+}
+
+/// The position of a `lipschitz` key: the estimators, then the training and ADMM keys; an
+/// unknown key comes after them all.
+fn lipschitz_index(name: &str) -> usize {
+    Estimator::ALL
+        .iter()
+        .map(|e| e.name())
+        .chain(key::LIPSCHITZ_EXTRA)
+        .position(|n| n == name)
+        .unwrap_or(Estimator::ALL.len() + key::LIPSCHITZ_EXTRA.len())
+}
+
+/// A stable small number per bound or estimator name, for colours: the bound methods, the
+/// Lipschitz certificate, then the estimators; an unknown name comes after them all.
 fn name_index(name: &str) -> usize {
-    const ORDER: [&str; 11] = [
-        "ibp",
-        "crown-ibp",
-        "fastlin",
-        "crown",
-        "lipschitz",
-        "gram",
-        "power",
-        "exact",
-        "product",
-        "lipsdp",
-        "empirical",
-    ];
-    ORDER.iter().position(|n| *n == name).unwrap_or(ORDER.len())
+    BoundMethod::ALL
+        .iter()
+        .map(|b| b.name())
+        .chain([key::LIPSCHITZ_CERT])
+        .chain(Estimator::ALL.iter().map(|e| e.name()))
+        .position(|n| n == name)
+        .unwrap_or(BoundMethod::ALL.len() + 1 + Estimator::ALL.len())
 }
 
 #[cfg(test)]
@@ -392,5 +398,34 @@ mod tests {
         assert_eq!(tick(0.8), "6.31");
         assert_eq!(tick(1.5), "31.6");
         assert_eq!(tick(-1.5), "0.0316");
+    }
+
+    #[test]
+    fn every_bound_and_lipschitz_key_keeps_its_colour() {
+        // The order the colours were first given in; a new name goes after these.
+        let lip = [
+            "power",
+            "gram",
+            "exact",
+            "product",
+            "lipsdp",
+            "empirical",
+            "train_bound",
+            "train_bound_max",
+            "admm_lipsdp",
+            "admm_projected_lipsdp",
+            "admm_residual",
+        ];
+        for (i, k) in lip.iter().enumerate() {
+            assert_eq!(lipschitz_index(k), i, "{k}");
+        }
+        assert_eq!(lipschitz_index("new"), lip.len());
+        for (i, k) in ["ibp", "crown-ibp", "fastlin", "crown", "lipschitz"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(name_index(k), i, "{k}");
+        }
+        assert_eq!(name_index("new"), 11);
     }
 }

@@ -74,6 +74,8 @@ pub enum Metric {
     TrainLoss,
     /// The loss of single batches as they are trained (x: fractional epoch); live runs only.
     BatchLoss,
+    /// One weighted term of the training loss (`loss_parts`: clean_ce, robust_ce, r1, r2, ...).
+    LossPart(String),
     Lipschitz(String),
     R1,
     R2,
@@ -93,6 +95,7 @@ impl Metric {
             Metric::Cert(m) => format!("certified {m}"),
             Metric::TrainLoss => "train loss (epoch mean)".into(),
             Metric::BatchLoss => "batch loss".into(),
+            Metric::LossPart(p) => format!("loss: {p}"),
             Metric::Lipschitz(m) => format!("Lipschitz {m}"),
             Metric::R1 => "r1 (mean)".into(),
             Metric::R2 => "r2 (mean)".into(),
@@ -111,7 +114,7 @@ pub struct RunSeries {
     pub dir: Option<PathBuf>,
     pub config: ExperimentConfig,
     pub records: Vec<EvalRecord>,
-    /// How it ended (`completed`, `cancelled`, `failed`), or `None` while running.
+    /// How it ended ([`crate::protocol::Outcome::name`]), or `None` while running.
     pub outcome: Option<String>,
     pub color: Color32,
     pub visible: bool,
@@ -174,6 +177,12 @@ impl RunSeries {
         for (k, v) in &rec.lipschitz {
             add(Metric::Lipschitz(k.clone()), *v);
         }
+        // A single term is the loss itself: its parts only say something when there are several.
+        if rec.loss_parts.len() > 1 {
+            for (k, v) in &rec.loss_parts {
+                add(Metric::LossPart(k.clone()), *v);
+            }
+        }
         if let Some(g) = &rec.gap {
             add(Metric::R1, g.r1_mean);
             add(Metric::R2, g.r2_mean);
@@ -212,6 +221,17 @@ impl RunSeries {
     ) -> impl Iterator<Item = (&Metric, &Curve)> {
         self.curves.iter().filter(move |(m, _)| keep(m))
     }
+}
+
+/// The certificate keys (bound methods) of the runs' last evaluations, sorted, each once.
+pub fn cert_methods<'a>(runs: impl Iterator<Item = &'a RunSeries>) -> Vec<String> {
+    let mut keys: Vec<String> = runs
+        .filter_map(|r| r.last())
+        .flat_map(|r| r.cert_acc.keys().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Distinct, readable colours for runs and curves (on the dark and the light theme).
@@ -274,5 +294,30 @@ mod tests {
         assert_eq!(s.curves[&Metric::Unstable(1)].points[0].y, 1.5);
         assert_eq!(s.last_hist, Some((vec![0.0, 1.0, 2.0], vec![4, 5])));
         assert!(!s.curves.contains_key(&Metric::Lipschitz("gram".into())));
+    }
+
+    #[test]
+    fn loss_parts_become_curves_only_when_there_are_several() {
+        let mut s = RunSeries::new("r".into(), None, ExperimentConfig::default(), PALETTE[0]);
+        let mut r = EvalRecord {
+            epoch: 1,
+            train_loss: 1.5,
+            ..EvalRecord::default()
+        };
+        r.loss_parts.insert("clean_ce".into(), 1.5);
+        s.push(r.clone());
+        assert!(!s.curves.keys().any(|m| matches!(m, Metric::LossPart(_))));
+        r.epoch = 2;
+        r.loss_parts.insert("clean_ce".into(), 0.5);
+        r.loss_parts.insert("robust_ce".into(), 0.75);
+        r.loss_parts.insert("r2".into(), 0.25);
+        s.push(r);
+        let r2 = &s.curves[&Metric::LossPart("r2".into())];
+        assert_eq!(r2.points.len(), 1);
+        assert_eq!((r2.points[0].x, r2.points[0].y), (2.0, 0.25));
+        assert_eq!(
+            s.curves[&Metric::LossPart("clean_ce".into())].points.len(),
+            1
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! The experiment designer: every field of an `ExperimentConfig`, each labelled, each invalid
 //! value marked where it is with the reason `ExperimentConfig::validate` gives.
+use super::{Action, ERROR_COLOR};
 use crate::config::{
     Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
-    LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp,
+    LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp, TrainConfig,
 };
-use egui::{Color32, RichText, Ui};
+use egui::{RichText, Ui};
 
 /// The designer's state: the experiment and the text of the list fields as typed.
 #[derive(Debug, Clone)]
@@ -14,12 +15,6 @@ pub struct Designer {
     pub hidden_text: String,
     /// `eval.eps` as typed, e.g. "0.03, 0.1".
     pub eval_eps_text: String,
-}
-
-/// What the designer asks the app to do (applied after the frame).
-#[derive(Debug, Clone, PartialEq)]
-pub enum DesignerAction {
-    PickDatasetFolder,
 }
 
 impl Designer {
@@ -66,25 +61,37 @@ impl Designer {
         (cfg, problems)
     }
 
-    /// Draws the designer; returns what needs the app (a folder dialog).
-    pub fn ui(
+    /// Draws the designer panel, locked while a run trains; returns what needs the app (a
+    /// folder dialog).
+    pub fn ui(&mut self, ui: &mut Ui, problems: &[FieldError], locked: bool) -> Vec<Action> {
+        let mut actions = Vec::new();
+        egui::ScrollArea::vertical().show(ui, |ui| {
+            ui.add_space(4.0);
+            if locked {
+                ui.label(RichText::new("The experiment is locked while it runs.").italics());
+            }
+            self.fields_ui(ui, problems, locked, &mut actions);
+        });
+        actions
+    }
+
+    fn fields_ui(
         &mut self,
         ui: &mut Ui,
         problems: &[FieldError],
         locked: bool,
-    ) -> Vec<DesignerAction> {
-        let mut actions = Vec::new();
+        actions: &mut Vec<Action>,
+    ) {
         ui.add_enabled_ui(!locked, |ui| {
             self.general_ui(ui, problems);
             section(ui, "Dataset", true, |ui| {
-                self.dataset_ui(ui, problems, &mut actions)
+                self.dataset_ui(ui, problems, actions)
             });
             section(ui, "Model", true, |ui| self.model_ui(ui, problems));
             section(ui, "Training", true, |ui| self.training_ui(ui, problems));
             section(ui, "Optimizer", false, |ui| self.optimizer_ui(ui, problems));
             section(ui, "Evaluation", true, |ui| self.eval_ui(ui, problems));
         });
-        actions
     }
 
     fn general_ui(&mut self, ui: &mut Ui, problems: &[FieldError]) {
@@ -111,12 +118,7 @@ impl Designer {
         });
     }
 
-    fn dataset_ui(
-        &mut self,
-        ui: &mut Ui,
-        problems: &[FieldError],
-        actions: &mut Vec<DesignerAction>,
-    ) {
+    fn dataset_ui(&mut self, ui: &mut Ui, problems: &[FieldError], actions: &mut Vec<Action>) {
         let d = &mut self.cfg.dataset;
         egui::Grid::new("dataset").num_columns(2).show(ui, |ui| {
             let kinds: Vec<(DatasetKind, &str)> =
@@ -153,7 +155,7 @@ impl Designer {
                                 .desired_width(130.0),
                         );
                         if ui.button("…").on_hover_text("Pick the folder").clicked() {
-                            actions.push(DesignerAction::PickDatasetFolder);
+                            actions.push(Action::PickDatasetFolder);
                         }
                         r
                     })
@@ -245,81 +247,7 @@ impl Designer {
                     )
                 });
             }
-            match t.method {
-                Method::Pgd => {
-                    row(ui, "PGD steps", problems, "train.pgd_steps", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.pgd_steps))
-                    });
-                    row(ui, "Step / eps", problems, "train.pgd_step_ratio", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.pgd_step_ratio).speed(0.01))
-                    });
-                }
-                Method::Ibp | Method::CrownIbp | Method::Fastlin => {
-                    if t.method == Method::CrownIbp {
-                        row(ui, "Final beta", problems, "train.final_beta", |ui| {
-                            ui.add(egui::DragValue::new(&mut t.final_beta).speed(0.01))
-                        });
-                    }
-                    if t.method != Method::Fastlin {
-                        row(ui, "Final kappa", problems, "train.final_kappa", |ui| {
-                            ui.add(egui::DragValue::new(&mut t.final_kappa).speed(0.01))
-                        });
-                    }
-                    if t.method == Method::Fastlin {
-                        row(
-                            ui,
-                            "Projection dim (0 = exact)",
-                            problems,
-                            "train.proj_dim",
-                            |ui| ui.add(egui::DragValue::new(&mut t.proj_dim)),
-                        );
-                    }
-                    row(
-                        ui,
-                        "r1 weight (tightness)",
-                        problems,
-                        "train.r1_weight",
-                        |ui| ui.add(egui::DragValue::new(&mut t.r1_weight).speed(0.01)),
-                    );
-                    row(
-                        ui,
-                        "r2 weight (tightness)",
-                        problems,
-                        "train.r2_weight",
-                        |ui| ui.add(egui::DragValue::new(&mut t.r2_weight).speed(0.01)),
-                    );
-                    row(
-                        ui,
-                        "Regularizer warm-up epochs",
-                        problems,
-                        "train.reg_warmup_epochs",
-                        |ui| ui.add(egui::DragValue::new(&mut t.reg_warmup_epochs)),
-                    );
-                }
-                Method::Lipschitz => {
-                    row(ui, "Lipschitz weight", problems, "train.lip_weight", |ui| {
-                        ui.add(egui::DragValue::new(&mut t.lip_weight).speed(0.001))
-                    });
-                    row(
-                        ui,
-                        "Lipschitz target (0 = off)",
-                        problems,
-                        "train.lip_target",
-                        |ui| ui.add(egui::DragValue::new(&mut t.lip_target).speed(0.1)),
-                    );
-                    let bounds: Vec<(LipBound, &str)> =
-                        LipBound::ALL.iter().map(|b| (*b, b.name())).collect();
-                    row(ui, "Bound", problems, "train.lip_bound", |ui| {
-                        combo(ui, "lip-bound", &mut t.lip_bound, &bounds)
-                    });
-                    if t.lip_bound == LipBound::Admm {
-                        row(ui, "ADMM penalty", problems, "train.admm_penalty", |ui| {
-                            ui.add(egui::DragValue::new(&mut t.admm_penalty).speed(0.01))
-                        });
-                    }
-                }
-                Method::Standard => {}
-            }
+            method_fields_ui(ui, t, problems);
         });
     }
 
@@ -430,6 +358,86 @@ impl Designer {
     }
 }
 
+/// The training fields of `t.method` alone (PGD steps, CROWN-IBP schedule, regularizer
+/// weights, Lipschitz control), in the training grid.
+fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
+    match t.method {
+        Method::Pgd => {
+            row(ui, "PGD steps", problems, "train.pgd_steps", |ui| {
+                ui.add(egui::DragValue::new(&mut t.pgd_steps))
+            });
+            row(ui, "Step / eps", problems, "train.pgd_step_ratio", |ui| {
+                ui.add(egui::DragValue::new(&mut t.pgd_step_ratio).speed(0.01))
+            });
+        }
+        Method::Ibp | Method::CrownIbp | Method::Fastlin => {
+            if t.method == Method::CrownIbp {
+                row(ui, "Final beta", problems, "train.final_beta", |ui| {
+                    ui.add(egui::DragValue::new(&mut t.final_beta).speed(0.01))
+                });
+            }
+            if t.method != Method::Fastlin {
+                row(ui, "Final kappa", problems, "train.final_kappa", |ui| {
+                    ui.add(egui::DragValue::new(&mut t.final_kappa).speed(0.01))
+                });
+            }
+            if t.method == Method::Fastlin {
+                row(
+                    ui,
+                    "Projection dim (0 = exact)",
+                    problems,
+                    "train.proj_dim",
+                    |ui| ui.add(egui::DragValue::new(&mut t.proj_dim)),
+                );
+            }
+            row(
+                ui,
+                "r1 weight (tightness)",
+                problems,
+                "train.r1_weight",
+                |ui| ui.add(egui::DragValue::new(&mut t.r1_weight).speed(0.01)),
+            );
+            row(
+                ui,
+                "r2 weight (tightness)",
+                problems,
+                "train.r2_weight",
+                |ui| ui.add(egui::DragValue::new(&mut t.r2_weight).speed(0.01)),
+            );
+            row(
+                ui,
+                "Regularizer warm-up epochs",
+                problems,
+                "train.reg_warmup_epochs",
+                |ui| ui.add(egui::DragValue::new(&mut t.reg_warmup_epochs)),
+            );
+        }
+        Method::Lipschitz => {
+            row(ui, "Lipschitz weight", problems, "train.lip_weight", |ui| {
+                ui.add(egui::DragValue::new(&mut t.lip_weight).speed(0.001))
+            });
+            row(
+                ui,
+                "Lipschitz target (0 = off)",
+                problems,
+                "train.lip_target",
+                |ui| ui.add(egui::DragValue::new(&mut t.lip_target).speed(0.1)),
+            );
+            let bounds: Vec<(LipBound, &str)> =
+                LipBound::ALL.iter().map(|b| (*b, b.name())).collect();
+            row(ui, "Bound", problems, "train.lip_bound", |ui| {
+                combo(ui, "lip-bound", &mut t.lip_bound, &bounds)
+            });
+            if t.lip_bound == LipBound::Admm {
+                row(ui, "ADMM penalty", problems, "train.admm_penalty", |ui| {
+                    ui.add(egui::DragValue::new(&mut t.admm_penalty).speed(0.01))
+                });
+            }
+        }
+        Method::Standard => {}
+    }
+}
+
 pub fn method_label(m: Method) -> &'static str {
     match m {
         Method::Standard => "standard",
@@ -458,9 +466,6 @@ fn section(ui: &mut Ui, title: &str, open: bool, body: impl FnOnce(&mut Ui)) {
         .default_open(open)
         .show(ui, body);
 }
-
-/// The colour of a field's error text.
-pub const ERROR_COLOR: Color32 = Color32::from_rgb(235, 87, 87);
 
 /// One labelled field in a two-column grid; the problems for `key` go on a row beneath it.
 fn row(

@@ -1,0 +1,82 @@
+//! The autopilot of `make screenshots`: drives the real window to start a run, wait, save
+//! PNGs of tabs and quit.
+use super::app::App;
+use super::panels::Tab;
+use crate::protocol::Command;
+use std::path::PathBuf;
+
+/// Drives the real window for `make screenshots`: start a run, wait, save PNGs of tabs, quit.
+#[derive(Debug, Clone, Default)]
+pub struct Autopilot {
+    pub start: bool,
+    /// Take the shots once the live run has this many evaluations (or has ended).
+    pub after_evals: usize,
+    /// (tab, file) pairs, in order.
+    pub shots: Vec<(Tab, PathBuf)>,
+    /// Overlay every run found in the runs folder.
+    pub overlay_all: bool,
+    /// Close the window after the last shot.
+    pub quit_after_shots: bool,
+    pub(crate) frames_waited: u32,
+    pub(crate) began: bool,
+}
+
+impl App {
+    /// One step of `make screenshots`.
+    pub(super) fn autopilot_step(&mut self, ctx: &egui::Context) {
+        let Some(mut ap) = self.autopilot.take() else {
+            return;
+        };
+        if !ap.began {
+            ap.began = true;
+            if ap.overlay_all {
+                for r in &mut self.library.runs {
+                    r.visible = true;
+                }
+            }
+            if ap.start {
+                self.start(ctx);
+            }
+        }
+        if self.screenshots.is_pending() {
+            if self.screenshots.receive(ctx).is_some() {
+                // The next shot shows the window, not a message about the last one.
+                self.notice = None;
+                ap.shots.remove(0);
+                ap.frames_waited = 0;
+                ctx.request_repaint();
+            }
+            self.autopilot = Some(ap);
+            return;
+        }
+        let ready = match &self.live {
+            Some(l) => !l.is_running() || l.series.records.len() >= ap.after_evals,
+            None => true,
+        };
+        if !ready {
+            self.autopilot = Some(ap);
+            return;
+        }
+        let Some((tab, path)) = ap.shots.first().cloned() else {
+            if !ap.quit_after_shots {
+                return; // Only asked to start: the window stays, the autopilot is done.
+            }
+            if self.live.as_ref().is_some_and(|l| l.is_running()) {
+                self.send(Command::Stop);
+            }
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        };
+        if self.tab != tab {
+            self.tab = tab;
+            ap.frames_waited = 0;
+        }
+        // A few frames for layout, fonts and plot bounds to settle.
+        ap.frames_waited += 1;
+        if ap.frames_waited > 5 {
+            self.screenshots.request(ctx, path, None);
+        }
+        ctx.request_repaint();
+        self.autopilot = Some(ap);
+    }
+}

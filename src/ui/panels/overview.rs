@@ -1,0 +1,96 @@
+//! The "Accuracy & loss" tab: clean, PGD and certified accuracy over epochs, and the loss.
+use super::{titled, Action};
+use crate::config::BoundMethod;
+use crate::ui::plots::{CurvePlot, YAxis};
+use crate::ui::series::{cert_methods, Metric, RunSeries};
+use egui::Ui;
+
+#[derive(Debug, Default)]
+pub struct OverviewPanel {
+    /// Which bound's certified accuracy the overlay of several runs shows.
+    pub compare_bound: Option<String>,
+}
+
+impl OverviewPanel {
+    pub fn ui(&mut self, ui: &mut Ui, runs: &[&RunSeries]) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let h = ui.available_height();
+        let acc_h = (h * 0.55 - 30.0).max(120.0);
+        let loss_h = (h - acc_h - 70.0).max(100.0);
+        // Overlaid runs: clean, PGD and one bound's certified accuracy each, or it is a thicket.
+        let several = runs.len() > 1;
+        let bounds = cert_methods(runs.iter().copied());
+        if several && !bounds.is_empty() {
+            self.compare_bound_ui(ui, &bounds);
+        }
+        let chosen = self.compare_bound.clone();
+        titled(
+            ui,
+            "Accuracy: clean vs PGD vs certified",
+            "accuracy",
+            &mut actions,
+            |ui| {
+                let keep = |m: &Metric| match m {
+                    Metric::Clean | Metric::Pgd => true,
+                    Metric::SubsetClean => !several,
+                    Metric::Cert(b) => !several || chosen.as_ref() == Some(b),
+                    _ => false,
+                };
+                CurvePlot {
+                    id: "accuracy",
+                    y_label: "accuracy",
+                    y_axis: YAxis::Fraction,
+                    height: acc_h,
+                    keep: &keep,
+                }
+                .ui(ui, runs)
+            },
+        );
+        titled(ui, "Loss", "loss", &mut actions, |ui| {
+            let keep = |m: &Metric| {
+                matches!(
+                    m,
+                    Metric::TrainLoss | Metric::BatchLoss | Metric::LossPart(_)
+                )
+            };
+            // (Batch losses exist for the live run only.)
+            CurvePlot {
+                id: "loss",
+                y_label: "loss",
+                y_axis: YAxis::Linear,
+                height: loss_h,
+                keep: &keep,
+            }
+            .ui(ui, runs)
+        });
+        actions
+    }
+
+    /// The bound whose certified accuracy the overlay shows: CROWN when the runs have it.
+    fn compare_bound_ui(&mut self, ui: &mut Ui, bounds: &[String]) {
+        if !self
+            .compare_bound
+            .as_ref()
+            .is_some_and(|b| bounds.contains(b))
+        {
+            self.compare_bound = bounds
+                .iter()
+                .find(|b| *b == BoundMethod::Crown.name())
+                .or(bounds.first())
+                .cloned();
+        }
+        ui.horizontal(|ui| {
+            let l = ui.label("Certified accuracy of the overlaid runs by");
+            let current = self.compare_bound.clone().unwrap_or_default();
+            egui::ComboBox::from_id_salt("compare-bound")
+                .selected_text(current)
+                .show_ui(ui, |ui| {
+                    for b in bounds {
+                        ui.selectable_value(&mut self.compare_bound, Some(b.clone()), b);
+                    }
+                })
+                .response
+                .labelled_by(l.id);
+        });
+    }
+}

@@ -1,0 +1,104 @@
+//! The "Runs" tab: the run browser. Every run of the runs folder (and the live one) with its
+//! final numbers; ticked runs are overlaid on every plot.
+use super::{Action, ERROR_COLOR};
+use crate::ui::export::{pct, summary_row};
+use crate::ui::library::Library;
+use crate::ui::series::{cert_methods, RunSeries};
+use egui::{RichText, Ui};
+
+/// The run browser; what it shows is the [`Library`] (and the live run), which it edits only
+/// through the overlay ticks.
+#[derive(Debug, Default)]
+pub struct RunsPanel;
+
+/// The fixed columns of the table, before one column per certifying bound.
+const COLUMNS: [&str; 9] = [
+    "run (tick to overlay)",
+    "data",
+    "model",
+    "method",
+    "eps",
+    "epochs",
+    "status",
+    "clean",
+    "PGD",
+];
+
+impl RunsPanel {
+    pub fn ui(
+        &mut self,
+        ui: &mut Ui,
+        live: Option<&mut RunSeries>,
+        library: &mut Library,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        ui.horizontal(|ui| {
+            ui.label(format!("Runs folder: {}", library.dir.display()));
+            if ui.button("Refresh").clicked() {
+                actions.push(Action::RefreshRuns);
+            }
+            if ui.button("Open run folder…").clicked() {
+                actions.push(Action::OpenRunDialog);
+            }
+            if ui
+                .button("Export CSV")
+                .on_hover_text("Write this table to <runs>/exports/")
+                .clicked()
+            {
+                actions.push(Action::ExportCsv);
+            }
+        });
+        ui.label(
+            RichText::new("Tick runs to overlay them on every plot, each in its own colour.")
+                .small(),
+        );
+        for e in &library.errors {
+            ui.label(RichText::new(e).color(ERROR_COLOR).small());
+        }
+        ui.separator();
+        let cert_keys = cert_methods(library.all(live.as_deref()));
+        let rows = live.into_iter().chain(library.runs.iter_mut());
+        egui::ScrollArea::both().show(ui, |ui| {
+            egui::Grid::new("runs-table")
+                .striped(true)
+                .num_columns(COLUMNS.len() + cert_keys.len())
+                .show(ui, |ui| {
+                    for h in COLUMNS {
+                        ui.label(RichText::new(h).strong());
+                    }
+                    for k in &cert_keys {
+                        ui.label(RichText::new(format!("cert {k}")).strong());
+                    }
+                    ui.end_row();
+                    for run in rows {
+                        row_ui(ui, run, &cert_keys);
+                    }
+                });
+        });
+        actions
+    }
+}
+
+/// One run's row: its overlay tick (in its colour) and its final numbers.
+fn row_ui(ui: &mut Ui, run: &mut RunSeries, cert_keys: &[String]) {
+    let name = RichText::new(run.name.clone()).color(run.color).strong();
+    let folder = run
+        .dir
+        .as_ref()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    ui.checkbox(&mut run.visible, name).on_hover_text(folder);
+    let r = summary_row(run);
+    for cell in &r.cells {
+        ui.label(cell);
+    }
+    for k in cert_keys {
+        ui.label(
+            r.cert
+                .iter()
+                .find(|(m, _)| m == k)
+                .map_or("–".into(), |(_, v)| pct(*v)),
+        );
+    }
+    ui.end_row();
+}

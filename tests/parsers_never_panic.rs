@@ -505,7 +505,7 @@ fn cifar10_never_panics() {
         path: dir.display().to_string(),
         ..DatasetConfig::default()
     };
-    check("cifar10", 3000, strategy, |edits| {
+    check("cifar10", 2000, strategy, |edits| {
         for f in &files {
             std::fs::write(dir.join(f), &valid).unwrap();
         }
@@ -628,7 +628,7 @@ fn safetensors_never_panics() {
         }),
     ];
     let x = Tensor::from_slice(&[0.1f32, 0.9, 0.4, 0.3]).reshape([2, 2]);
-    check("safetensors", 10000, strategy, |bytes| {
+    check("safetensors", 8000, strategy, |bytes| {
         std::fs::write(&path, &bytes).unwrap();
         let mut net = small_network();
         let shapes = |net: &Network| {
@@ -804,7 +804,7 @@ fn metrics_jsonl_never_panics() {
         1 => damaged(config.clone()).prop_map(RunDamage::Config),
     ];
     let metrics_text = String::from_utf8(metrics.clone()).unwrap();
-    check("metrics.jsonl", 8000, strategy, |damage| {
+    check("metrics.jsonl", 5000, strategy, |damage| {
         let write = |f: &str, b: &[u8]| std::fs::write(dir.join(f), b).unwrap();
         write("metrics.jsonl", &metrics);
         write("summary.json", &summary);

@@ -43,6 +43,8 @@ pub enum DataError {
         index: usize,
         classes: usize,
     },
+    #[error("dataset file {path} has a bad header: {message}")]
+    BadHeader { path: PathBuf, message: String },
     #[error("dataset folder {path} is not usable: {message}")]
     Folder { path: PathBuf, message: String },
     #[error("{0}")]
@@ -285,7 +287,23 @@ pub fn parse_idx(
     let shape: Vec<usize> = (0..dims)
         .map(|d| be_u32(&bytes[4 + 4 * d..8 + 4 * d]) as usize)
         .collect();
-    let n: usize = shape.iter().product();
+    // A damaged header can hold dimensions whose product wraps around: check it, each partial
+    // product in i64 as libtorch computes a tensor's size.
+    let n = shape
+        .iter()
+        .try_fold(1i64, |a, &d| a.checked_mul(d as i64))
+        .map(|n| n as usize)
+        .ok_or_else(|| DataError::BadHeader {
+            path: path.to_path_buf(),
+            message: format!(
+                "dimensions {} hold more values than a file can",
+                shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" x ")
+            ),
+        })?;
     let body = &bytes[header..];
     if body.len() < n {
         return Err(DataError::Truncated {
@@ -630,6 +648,26 @@ mod tests {
             err.contains("truncated") || err.contains("damaged"),
             "{err}"
         );
+    }
+
+    /// Found by tests/parsers_never_panic.rs: 4 x 2^31 x 2^31 wraps to 0 pixels, which the
+    /// reader used to accept and then panic in `reshape`.
+    #[test]
+    fn regression_dimensions_whose_product_wraps() {
+        let dir = tempfile::tempdir().unwrap();
+        good_pair(dir.path(), "train", 4, false);
+        let img = idx_bytes(0x803, &[4, 1 << 31, 1 << 31], &[]);
+        write(dir.path(), "train-images-idx3-ubyte", &img);
+        let err = load_idx_pair(dir.path(), "train").unwrap_err().to_string();
+        assert!(
+            err.contains("train-images-idx3-ubyte") && err.contains("bad header"),
+            "{err}"
+        );
+        assert!(err.contains("4 x 2147483648 x 2147483648"), "{err}");
+        // No pixels, but 2^32-1 x 2^32-1 overflows libtorch's i64 sizes on the way.
+        let img = idx_bytes(0x803, &[u32::MAX, u32::MAX, 0], &[]);
+        let err = parse_idx(Path::new("x"), &img, 3).unwrap_err().to_string();
+        assert!(err.contains("bad header"), "{err}");
     }
 
     #[test]

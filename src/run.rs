@@ -28,8 +28,9 @@ pub enum RunError {
         line: usize,
         message: String,
     },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    /// The reason is in the message and not a `source`, so `{:#}` says it once.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
 }
 
 /// How a finished run ended, as written to `summary.json`.
@@ -197,9 +198,9 @@ pub fn load_run(dir: &Path) -> Result<RunData, RunError> {
     let mut metrics = Vec::new();
     let mut truncated_tail = false;
     if mpath.exists() {
-        let text = std::fs::read_to_string(&mpath).map_err(|source| RunError::Io {
+        let text = std::fs::read_to_string(&mpath).map_err(|error| RunError::Io {
             path: mpath.clone(),
-            source,
+            error,
         })?;
         let complete = text.ends_with('\n');
         let lines: Vec<&str> = text.lines().collect();

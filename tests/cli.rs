@@ -292,3 +292,75 @@ fn a_torch_failure_mid_run_ends_the_console_with_one_sentence() {
         );
     }
 }
+
+#[test]
+fn runs_columns_line_up_for_every_status() {
+    use certlab::run::{RunWriter, Summary};
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = certlab::config::ExperimentConfig::default_experiment();
+    // One completed run, one without summary.json ("running or crashed"), one cancelled.
+    for (name, epoch, outcome) in [
+        ("a-done", 12, Some("completed")),
+        ("b-crashed", 3, None),
+        ("c-stopped", 100, Some("cancelled")),
+    ] {
+        let mut w = RunWriter::create(&tmp.path().join(name), &cfg).unwrap();
+        w.append_metrics(&certlab::metrics::EvalRecord {
+            epoch,
+            clean_acc: 0.5,
+            ..Default::default()
+        })
+        .unwrap();
+        if let Some(outcome) = outcome {
+            w.write_summary(&Summary {
+                outcome: outcome.into(),
+                error: None,
+                elapsed_s: 1.0,
+                device: "cpu".into(),
+            })
+            .unwrap();
+        }
+    }
+    let o = certlab().args(["runs"]).arg(tmp.path()).output().unwrap();
+    assert!(o.status.success());
+    let listing = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 4, "{listing}");
+    let header = lines[0];
+    let col = |name: &str| header.find(name).unwrap();
+    for (line, status, epoch) in [
+        (lines[1], "completed", "12"),
+        (lines[2], "running or crashed", "3"),
+        (lines[3], "cancelled", "100"),
+    ] {
+        assert_eq!(line.find("standard"), Some(col("method")), "{listing}");
+        assert_eq!(line.find(status), Some(col("status")), "{listing}");
+        // Right-aligned: the epoch ends where its header ends, the accuracy likewise.
+        let epoch_end = col("epoch") + "epoch".len();
+        assert_eq!(
+            &line[epoch_end - epoch.len()..epoch_end],
+            epoch,
+            "{listing}"
+        );
+        let clean_end = col("clean") + "clean".len();
+        assert_eq!(&line[clean_end - 6..clean_end], "0.5000", "{listing}");
+    }
+}
+
+#[test]
+fn missing_preset_is_named_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = certlab()
+        .args(["run", "missing.toml"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("missing.toml"), "{err}");
+    assert_eq!(
+        err.matches("No such file or directory").count(),
+        1,
+        "the reason is said once: {err}"
+    );
+}

@@ -23,8 +23,17 @@ impl RunsArgs {
             println!("no run folders in {}", dir.display());
             return Ok(());
         }
+        // The run and status columns grow to their longest entry ("running or crashed").
+        let width = |min: usize, f: &dyn Fn(&run::RunData) -> String| {
+            runs.iter()
+                .flatten()
+                .map(|r| f(r).chars().count())
+                .fold(min, usize::max)
+        };
+        let name_w = width(40, &|r| r.name());
+        let status_w = width(10, &|r| r.status().to_string());
         println!(
-            "{:<40} {:<10} {:<10} {:>6} {:>9} {:<11} {:>9} {:>9}  cert",
+            "{:<name_w$} {:<10} {:<status_w$} {:>6} {:>9} {:<11} {:>9} {:>9}  cert",
             "run", "method", "status", "epoch", "loss", "split", "clean", "pgd"
         );
         for r in runs {
@@ -44,7 +53,7 @@ impl RunsArgs {
                         })
                         .unwrap_or_default();
                     println!(
-                        "{:<40} {:<10} {:<10} {:>6} {:>9} {:<11} {:>9} {:>9}  {}",
+                        "{:<name_w$} {:<10} {:<status_w$} {:>6} {:>9} {:<11} {:>9} {:>9}  {}",
                         r.name(),
                         r.config.train.method.name(),
                         r.status(),

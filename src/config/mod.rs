@@ -27,10 +27,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    /// The reason is part of the message, not a `source` (a field so named would be one): an
+    /// error chain printed with `{:#}` would say it twice.
+    #[error("cannot read config file {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("invalid config {origin}: {message}")]
     Parse { origin: String, message: String },
@@ -148,9 +150,9 @@ impl ExperimentConfig {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_toml_str(&text, &path.display().to_string())
     }
@@ -237,6 +239,15 @@ mod tests {
         let text = cfg.to_toml_string();
         let back = ExperimentConfig::from_toml_str(&text, "test").expect("valid");
         assert_eq!(cfg, back);
+    }
+
+    #[test]
+    fn missing_file_is_named_and_its_reason_said_once() {
+        let err = ExperimentConfig::load(Path::new("/nonexistent/x.toml")).unwrap_err();
+        // As `main` prints an error: the whole chain.
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert!(chain.contains("/nonexistent/x.toml"), "{chain}");
+        assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
     }
 
     #[test]

@@ -186,14 +186,27 @@ impl Network {
     }
 
     /// Loads weights saved by [`Network::save`] into this (same-architecture) network.
+    ///
+    /// The file is checked against the network first (see [`check_weights_file`]): libtorch
+    /// would convert a tensor of another dtype, broadcast one of another shape, or fail with a
+    /// native backtrace on a damaged file.
     pub fn load_weights(&mut self, path: &Path) -> Result<(), ModelError> {
         let err = |message: String| ModelError::Load {
             path: path.display().to_string(),
             message,
         };
-        if !path.exists() {
-            return Err(err("file not found".into()));
-        }
+        let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => err("file not found".into()),
+            _ => err(e.to_string()),
+        })?;
+        let mut vars: Vec<(String, Vec<i64>, Kind)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(name, t)| (name, t.size(), t.kind()))
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        check_weights_file(&bytes, &vars).map_err(err)?;
         self.vs.load(path).map_err(|e| err(e.to_string()))
     }
 
@@ -205,6 +218,115 @@ impl Network {
             .collect::<Vec<_>>()
             .join(" > ")
     }
+}
+
+/// One tensor of a safetensors header.
+#[derive(serde::Deserialize)]
+struct WeightsEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+/// The safetensors dtypes libtorch loads, with their sizes in bytes.
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" => 1,
+        "I16" | "F16" | "BF16" => 2,
+        "I32" | "F32" => 4,
+        "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Checks a safetensors file (an 8-byte little-endian header length `n`, `n` bytes of JSON
+/// giving each tensor's dtype, shape and data offsets, then the data) before libtorch reads it:
+/// the header fits in the file, every tensor's offsets tile the data and match its dtype and
+/// shape, and every variable of the network is there with its dtype and shape.
+fn check_weights_file(bytes: &[u8], vars: &[(String, Vec<i64>, Kind)]) -> Result<(), String> {
+    let len = bytes.len() as u64;
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+    else {
+        return Err(format!(
+            "not a safetensors file: {len} bytes, shorter than a header"
+        ));
+    };
+    if n > len - 8 {
+        return Err(format!(
+            "damaged safetensors file: the header length {n} runs past the end of the file ({len} bytes)"
+        ));
+    }
+    let (header, data) = bytes[8..].split_at(n as usize);
+    let header: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header)
+            .map_err(|e| format!("damaged safetensors file: the header is not valid JSON ({e})"))?;
+    let mut entries = Vec::new();
+    for (name, value) in header.into_iter().filter(|(k, _)| k != "__metadata__") {
+        let e: WeightsEntry = serde_json::from_value(value)
+            .map_err(|e| format!("damaged safetensors file: tensor `{name}`: {e}"))?;
+        let size = dtype_size(&e.dtype).ok_or_else(|| {
+            format!(
+                "tensor `{name}` has dtype `{}`, which cannot be loaded",
+                e.dtype
+            )
+        })?;
+        // Each partial product in i64, as libtorch computes a tensor's size.
+        let bytes = e
+            .shape
+            .iter()
+            .try_fold(size as i64, |a, &d| a.checked_mul(i64::try_from(d).ok()?))
+            .map(|b| b as u64);
+        let [start, end] = e.data_offsets;
+        if bytes.is_none() || end < start || Some(end - start) != bytes {
+            return Err(format!(
+                "damaged safetensors file: tensor `{name}` ({} {:?}) has data offsets [{start}, {end}]",
+                e.dtype, e.shape
+            ));
+        }
+        entries.push((name, e));
+    }
+    // The tensors' data must tile the data section exactly, as safetensors requires.
+    let mut spans: Vec<[u64; 2]> = entries.iter().map(|(_, e)| e.data_offsets).collect();
+    spans.sort();
+    let mut at = 0;
+    for [start, end] in spans {
+        if start != at {
+            return Err(format!(
+                "damaged safetensors file: tensor data at offsets {at}..{start} overlap or leave a gap"
+            ));
+        }
+        at = end;
+    }
+    if at != data.len() as u64 {
+        return Err(format!(
+            "damaged safetensors file: the tensors hold {at} bytes of data, the file {}",
+            data.len()
+        ));
+    }
+    for (name, shape, kind) in vars {
+        let Some((_, e)) = entries.iter().find(|(n, _)| n == name) else {
+            return Err(format!(
+                "tensor `{name}` is missing (was the model saved from another architecture?)"
+            ));
+        };
+        let want = match kind {
+            Kind::Float => "F32",
+            Kind::Double => "F64",
+            Kind::Half => "F16",
+            Kind::BFloat16 => "BF16",
+            _ => "(no floating-point dtype)",
+        };
+        let file_shape: Vec<i64> = e.shape.iter().map(|&d| d as i64).collect();
+        if e.dtype != want || &file_shape != shape {
+            return Err(format!(
+                "tensor `{name}` is {} {:?} in the file but {want} {shape:?} in the network (was the model saved from another architecture?)",
+                e.dtype, e.shape
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -301,6 +423,82 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/model.safetensors"), "{err}");
+    }
+
+    /// A network's file with its safetensors header rewritten by `edit` (data left as is).
+    fn edited_weights(dir: &Path, edit: impl Fn(&mut serde_json::Value)) -> std::path::PathBuf {
+        let path = dir.join("model.safetensors");
+        let stats = Some((vec![0.5, 0.5], vec![0.2, 0.3]));
+        let net = Network::from_config(&mlp(vec![3]), &[2], 2, stats, Device::Cpu).unwrap();
+        net.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        edit(&mut header);
+        let text = header.to_string().into_bytes();
+        let len = (text.len() as u64).to_le_bytes();
+        std::fs::write(&path, [&len[..], &text, &bytes[8 + n..]].concat()).unwrap();
+        path
+    }
+
+    fn load_err(path: &Path) -> String {
+        let stats = Some((vec![0.5, 0.5], vec![0.2, 0.3]));
+        let mut net = Network::from_config(&mlp(vec![3]), &[2], 2, stats, Device::Cpu).unwrap();
+        let err = net.load_weights(path).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors"), "{err}");
+        err
+    }
+
+    /// Found by tests/parsers_never_panic.rs: a trainable tensor stored as I32 (same byte
+    /// count) made libtorch's `set_data` fail inside an `unwrap`, a panic.
+    #[test]
+    fn regression_integer_dtype_of_a_weight_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_weights(dir.path(), |h| h["layers.1.bias"]["dtype"] = "I32".into());
+        let err = load_err(&path);
+        assert!(
+            err.contains("`layers.1.bias` is I32") && err.contains("F32"),
+            "{err}"
+        );
+    }
+
+    /// Found by tests/parsers_never_panic.rs: a buffer of another dtype was loaded and
+    /// silently changed the network's dtype (`layers.0.mean` became an integer tensor); a
+    /// tensor of shape [1] was broadcast over the whole bias, and a weight of another shape
+    /// failed with libtorch's native backtrace as the message, after half the network loaded.
+    #[test]
+    fn regression_other_dtype_or_shape_is_refused_not_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_weights(dir.path(), |h| h["layers.0.mean"]["dtype"] = "I32".into());
+        let err = load_err(&path);
+        assert!(err.contains("`layers.0.mean` is I32"), "{err}");
+        let path = edited_weights(dir.path(), |h| {
+            // [1] with the 4 bytes of the first element; the rest of the data follows as before.
+            h["layers.3.bias"]["shape"] = serde_json::json!([1]);
+            h["layers.3.bias"]["data_offsets"] = serde_json::json!([52, 56]);
+            h["layers.3.weight"]["data_offsets"] = serde_json::json!([56, 84]);
+            h["layers.3.weight"]["shape"] = serde_json::json!([7]);
+        });
+        let err = load_err(&path);
+        assert!(err.contains("`layers.3.bias` is F32 [1]"), "{err}");
+    }
+
+    #[test]
+    fn damaged_weights_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = edited_weights(dir.path(), |_| {});
+        let bytes = std::fs::read(&path).unwrap();
+        let mut long = bytes.clone();
+        long[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&path, long).unwrap();
+        assert!(load_err(&path).contains("runs past the end"));
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(load_err(&path).contains("damaged"));
+        let path = edited_weights(dir.path(), |h| {
+            h.as_object_mut().unwrap().remove("layers.1.weight");
+        });
+        let err = load_err(&path);
+        assert!(err.contains("damaged") || err.contains("missing"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ echo "2/5 Lipschitz-regularised training, live (l_2 balls in the 2-D view)"
 xrun "$BIN" gui presets/moons-lip.toml --runs-dir "$work/lip-runs" --size 1400x900 --start --shot-after 30 \
   --shot lipschitz="$OUT/lipschitz.png" --shot decision="$OUT/decision-l2.png"
 
-echo "3/5 seed 000's ADMM with an enforced LipSDP bound, live (bounds and primal residual)"
+echo "3/5 the ADMM of Pauli et al. (2021) with an enforced LipSDP bound, live (bounds and primal residual)"
 xrun "$BIN" gui presets/moons-lip-admm.toml --runs-dir "$work/admm-runs" --size 1400x900 --start --shot-after 30 \
   --shot lipschitz="$OUT/lipschitz-admm.png"
 

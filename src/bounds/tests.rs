@@ -18,14 +18,14 @@ const LINEAR_METHODS: [BoundMethod; 3] = [
     BoundMethod::Crown,
 ];
 
-fn lin(i: i64, o: i64) -> LayerSpec {
+pub(crate) fn lin(i: i64, o: i64) -> LayerSpec {
     LayerSpec::Linear {
         in_features: i,
         out_features: o,
     }
 }
 
-fn conv(i: i64, o: i64, k: i64, s: i64, p: i64) -> LayerSpec {
+pub(crate) fn conv(i: i64, o: i64, k: i64, s: i64, p: i64) -> LayerSpec {
     LayerSpec::Conv2d {
         in_channels: i,
         out_channels: o,

@@ -221,26 +221,10 @@ pub fn certified_training_loss(
 mod tests {
     use super::*;
     use crate::attack::tests::{linear_net, vecf};
+    use crate::bounds::tests::{conv, lin};
     use crate::config::Norm;
     use crate::model::LayerSpec;
     use tch::Device;
-
-    fn lin(i: i64, o: i64) -> LayerSpec {
-        LayerSpec::Linear {
-            in_features: i,
-            out_features: o,
-        }
-    }
-
-    fn conv(i: i64, o: i64, k: i64, s: i64, p: i64) -> LayerSpec {
-        LayerSpec::Conv2d {
-            in_channels: i,
-            out_channels: o,
-            kernel: k,
-            stride: s,
-            padding: p,
-        }
-    }
 
     #[test]
     fn every_training_loss_reaches_every_weight() {

@@ -258,8 +258,13 @@ fn final_summary(rec: &EvalRecord) -> String {
         Some(FinalModel::Best) => "best (by validation)",
         _ => "last",
     };
+    format!("test split, {which} model: {}", accuracies(rec))
+}
+
+/// `clean acc .., pgd acc .., cert[m] ..` of a record, for the log.
+fn accuracies(rec: &EvalRecord) -> String {
     format!(
-        "test split, {which} model: clean acc {:.4}{}{}",
+        "clean acc {:.4}{}{}",
         rec.clean_acc,
         rec.pgd_acc
             .map(|a| format!(", pgd acc {a:.4}"))
@@ -310,18 +315,11 @@ fn steps_per_epoch(cfg: &ExperimentConfig, data: &Dataset) -> u64 {
 /// The log line of an evaluated epoch.
 fn epoch_summary(rec: &EvalRecord, epochs: u32) -> String {
     format!(
-        "epoch {}/{epochs}: loss {:.4}, train acc {:.4}, clean acc {:.4}{}{}",
+        "epoch {}/{epochs}: loss {:.4}, train acc {:.4}, {}",
         rec.epoch,
         rec.train_loss,
         rec.train_acc,
-        rec.clean_acc,
-        rec.pgd_acc
-            .map(|a| format!(", pgd acc {a:.4}"))
-            .unwrap_or_default(),
-        rec.cert_acc
-            .iter()
-            .map(|(k, v)| format!(", cert[{k}] {v:.4}"))
-            .collect::<String>()
+        accuracies(rec)
     )
 }
 

@@ -67,6 +67,15 @@ pub fn spawn(
     device: tch::Device,
     wake: Box<dyn Fn() + Send>,
 ) -> std::io::Result<WorkerHandle> {
+    // Refused before the run folder exists. On CUDA the device's memory is not known here.
+    if device == tch::Device::Cpu {
+        if let Err(e) = train::memory::check_here(&cfg) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                e.message,
+            ));
+        }
+    }
     spawn_job(
         cfg,
         target,
@@ -86,7 +95,29 @@ pub fn spawn_for(
     wake: Box<dyn Fn() + Send>,
 ) -> Result<WorkerHandle, String> {
     let device = crate::device::pick_device(cfg.device).map_err(|e| e.to_string())?;
-    spawn(cfg, target, device, wake).map_err(|e| format!("cannot start the trainer thread: {e}"))
+    spawn(cfg, target, device, wake).map_err(|e| match e.kind() {
+        std::io::ErrorKind::OutOfMemory => e.to_string(),
+        _ => format!("cannot start the trainer thread: {e}"),
+    })
+}
+
+/// The memory the run of `cfg` would need against this machine's available memory, as a line
+/// ("Memory: about 1.2 GB (20.3 GB available)"), or the refusal at the key that drives it.
+pub fn memory_check(cfg: &ExperimentConfig) -> Result<String, crate::config::FieldError> {
+    use train::memory::{estimate, human};
+    match train::memory::check_here(cfg)? {
+        Some((est, available)) => Ok(format!(
+            "Memory: {} ({} available)",
+            est.describe(),
+            human(available)
+        )),
+        None => estimate(cfg)
+            .map(|e| format!("Memory: {}", e.describe()))
+            .map_err(|message| crate::config::FieldError {
+                field: "model".into(),
+                message,
+            }),
+    }
 }
 
 /// Runs `job` on the trainer thread with the worker's run folder, panic capture and summary.

@@ -23,6 +23,9 @@ pub struct RunArgs {
     /// Override the device: auto, cpu or cuda.
     #[arg(long)]
     pub device: Option<String>,
+    /// Validate and print the memory estimate; create nothing (exit 1 if it cannot fit).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl RunArgs {
@@ -34,6 +37,7 @@ impl RunArgs {
             out,
             epochs,
             device,
+            dry_run,
         } = self;
         let mut cfg = ExperimentConfig::load(&preset)?;
         if let Some(e) = epochs {
@@ -48,6 +52,9 @@ impl RunArgs {
                 origin: "command-line overrides".into(),
                 problems
             });
+        }
+        if dry_run {
+            return Ok(dry_run_report(&cfg));
         }
         let dev = crate::device::pick_device(cfg.device)?;
         let target = match out {
@@ -121,6 +128,35 @@ impl RunArgs {
             // The error itself was printed when its log event arrived.
             Some(Outcome::Failed(_)) => Ok(1),
             None => bail!("the trainer thread ended without reporting an outcome"),
+        }
+    }
+}
+
+/// `--dry-run`: the estimate's parts, its total and the available memory on stdout; the
+/// refusal on stderr. Exit code 0 when it fits, 1 when not.
+fn dry_run_report(cfg: &ExperimentConfig) -> i32 {
+    use crate::train::memory::{available_memory, check, estimate, human};
+    let est = match estimate(cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    for (part, bytes) in &est.parts {
+        println!("{part:<16} {:>10}", human(*bytes));
+    }
+    println!("{:<16} {:>10}", "total", human(est.total_bytes));
+    let Some(available) = available_memory() else {
+        println!("available memory unknown");
+        return 0;
+    };
+    println!("{:<16} {:>10}", "available", human(available));
+    match check(cfg, available) {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            1
         }
     }
 }

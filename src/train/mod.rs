@@ -5,6 +5,7 @@
 mod control;
 mod lipschitz_control;
 mod losses;
+pub mod memory;
 mod prepare;
 mod reporter;
 mod schedule;

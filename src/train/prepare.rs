@@ -1,8 +1,7 @@
 //! Everything before the first step: data on the device, the network, the optimiser, and the
 //! refusal of a run whose bound passes cannot fit in memory.
 use super::TrainError;
-use crate::bounds::{training_bytes, BoundMethod, Relaxed};
-use crate::config::{ExperimentConfig, Method, OptimizerKind};
+use crate::config::{ExperimentConfig, OptimizerKind};
 use crate::data::{self, Dataset};
 use crate::device::device_name;
 use crate::failure::{set_phase, During};
@@ -17,6 +16,7 @@ pub struct Prepared {
 }
 
 pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, TrainError> {
+    check_memory(cfg, device)?;
     tch::manual_seed(cfg.seed as i64);
     set_phase("loading the data");
     let mut data = data::load(&cfg.dataset, cfg.seed)?;
@@ -29,7 +29,6 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
         stats,
         device,
     )?;
-    check_memory(cfg, &net)?;
     set_phase(format!("moving the data to {}", device_name(device)));
     let to_device = |t: &Tensor, what: &str| {
         t.f_to_device(device).during(|| {
@@ -46,43 +45,17 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
     Ok(Prepared { device, data, net })
 }
 
-/// Refuses a Fast-Lin training with exact intermediate bounds whose backward pass would not
-/// fit in the machine's available memory (the process would be killed mid-run otherwise), and
-/// says what to change.
-fn check_memory(cfg: &ExperimentConfig, net: &Network) -> Result<(), TrainError> {
-    if cfg.train.method != Method::Fastlin || cfg.train.proj_dim > 0 {
+/// Refuses a run whose estimated memory (see `memory`) exceeds the machine's available memory
+/// (the process would be killed mid-run otherwise), and says what to change. On CUDA the
+/// device's memory is not checked here.
+fn check_memory(cfg: &ExperimentConfig, device: Device) -> Result<(), TrainError> {
+    if device != Device::Cpu {
         return Ok(());
     }
-    let Some(available) = available_memory() else {
-        return Ok(());
-    };
-    let Some(relaxed): Option<Relaxed> = BoundMethod::Fastlin.relaxed() else {
-        return Ok(());
-    };
-    let batch = cfg.train.batch_size as i64;
-    let need = training_bytes(net, batch, relaxed);
-    if need <= available {
-        return Ok(());
+    match super::memory::check_here(cfg) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(TrainError::TooBig(e.message)),
     }
-    // A tenth below the estimate's limit: available memory moves.
-    let fits = (batch as u64 * available / need * 9 / 10).max(1);
-    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    Err(TrainError::TooBig(format!(
-        "Fast-Lin with exact intermediate bounds on this {} needs about {:.1} GiB per step at \
-         train.batch_size = {batch}, and {:.1} GiB is available: lower train.batch_size to {fits} \
-         or less, or set train.proj_dim (random projections, e.g. 50)",
-        cfg.model.arch.name(),
-        gib(need),
-        gib(available)
-    )))
-}
-
-/// `MemAvailable` of /proc/meminfo, in bytes (None where there is no such file).
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// Builds the optimiser for a network.
@@ -105,36 +78,41 @@ pub fn optimizer(net: &Network, cfg: &ExperimentConfig) -> Result<nn::Optimizer,
 
 #[cfg(test)]
 mod tests {
+    use super::super::memory::check;
     use super::*;
+    use crate::config::Method;
 
     #[test]
     fn exact_fastlin_that_cannot_fit_in_memory_is_refused_with_a_batch_that_fits() {
         let mut c = ExperimentConfig::default_experiment();
         c.dataset.kind = crate::config::DatasetKind::FashionMnist;
-        c.dataset.train_size = 512;
+        c.dataset.train_size = 4096;
         c.dataset.test_size = 128;
         c.model.arch = crate::config::Arch::SmallConv;
         c.train.method = Method::Fastlin;
         c.train.proj_dim = 0;
-        c.train.batch_size = 1 << 22;
-        let Err(TrainError::TooBig(msg)) = prepare(&c, Device::Cpu) else {
-            panic!("a batch of 2^22 with exact Fast-Lin bounds on the Small convnet was accepted")
+        c.train.batch_size = 4096;
+        let available = 8u64 << 30;
+        let Err(e) = check(&c, available) else {
+            panic!("a batch of 4096 with exact Fast-Lin bounds on the Small convnet was accepted")
         };
+        let msg = e.message;
+        assert_eq!(e.field, "train.batch_size");
         assert!(msg.contains("train.proj_dim"), "{msg}");
-        let fits: i64 = msg
+        let fits: usize = msg
             .split("lower train.batch_size to ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no batch size suggested: {msg}"));
         // The suggestion fits by the same estimate, and random projections are not refused.
-        c.train.batch_size = fits as usize;
+        c.train.batch_size = fits;
         assert!(
-            prepare(&c, Device::Cpu).is_ok(),
+            check(&c, available).is_ok(),
             "the suggested batch {fits} is refused too"
         );
-        c.train.batch_size = 1 << 22;
+        c.train.batch_size = 4096;
         c.train.proj_dim = 50;
-        assert!(prepare(&c, Device::Cpu).is_ok());
+        assert!(check(&c, available).is_ok());
     }
 }

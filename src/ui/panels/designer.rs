@@ -5,7 +5,9 @@ use crate::config::{
     Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
     LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp, TrainConfig,
 };
+use crate::worker;
 use egui::{RichText, Ui};
+use std::cell::RefCell;
 
 /// The designer's state: the experiment and the text of the list fields as typed.
 #[derive(Debug, Clone)]
@@ -15,7 +17,12 @@ pub struct Designer {
     pub hidden_text: String,
     /// `eval.eps` as typed, e.g. "0.03, 0.1".
     pub eval_eps_text: String,
+    /// The memory line of the last checked experiment, recomputed only when it changes.
+    memory: RefCell<Option<(ExperimentConfig, MemoryLine)>>,
 }
+
+/// "Memory: about 1.2 GB (20 GB available)", or the refusal at the key that drives it.
+type MemoryLine = Result<String, FieldError>;
 
 impl Designer {
     pub fn new(cfg: ExperimentConfig) -> Self {
@@ -23,6 +30,7 @@ impl Designer {
             cfg,
             hidden_text: String::new(),
             eval_eps_text: String::new(),
+            memory: RefCell::new(None),
         };
         d.sync_text();
         d
@@ -58,7 +66,38 @@ impl Designer {
             }),
         }
         problems.extend(cfg.validate());
+        if problems.is_empty() {
+            if let Err(e) = self.memory_of(&cfg) {
+                problems.push(e);
+            }
+        }
         (cfg, problems)
+    }
+
+    /// The memory line of `cfg`, from the cache when the experiment has not changed.
+    fn memory_of(&self, cfg: &ExperimentConfig) -> MemoryLine {
+        let mut cache = self.memory.borrow_mut();
+        match &*cache {
+            Some((c, line)) if c == cfg => line.clone(),
+            _ => {
+                let line = worker::memory_check(cfg);
+                *cache = Some((cfg.clone(), line.clone()));
+                line
+            }
+        }
+    }
+
+    /// The memory line of the last valid experiment checked, in the error colour if refused.
+    fn memory_ui(&self, ui: &mut Ui) {
+        match self.memory.borrow().as_ref().map(|(_, line)| line) {
+            Some(Ok(line)) => {
+                ui.label(line);
+            }
+            Some(Err(e)) => {
+                ui.label(RichText::new(&e.message).color(ERROR_COLOR));
+            }
+            None => {}
+        }
     }
 
     /// Draws the designer panel, locked while a run trains; returns what needs the app (a
@@ -70,6 +109,7 @@ impl Designer {
             if locked {
                 ui.label(RichText::new("The experiment is locked while it runs.").italics());
             }
+            self.memory_ui(ui);
             self.fields_ui(ui, problems, locked, &mut actions);
         });
         actions

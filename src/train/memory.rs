@@ -417,3 +417,64 @@ pub fn check_here(cfg: &ExperimentConfig) -> Result<Option<(MemoryEstimate, u64)
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ExperimentConfig;
+    use crate::model::Network;
+
+    #[test]
+    fn the_estimate_counts_what_a_small_mlp_holds() {
+        let mut c = ExperimentConfig::default_experiment();
+        c.dataset.kind = DatasetKind::Moons;
+        c.dataset.toy_points = 1000;
+        c.model.hidden = vec![30, 20];
+        c.train.method = Method::Ibp;
+        c.train.batch_size = 50;
+        c.optimizer.kind = OptimizerKind::Adam;
+        c.eval.bounds = vec![BoundMethod::Ibp];
+        c.eval.robust_subset = 100;
+        c.eval.lipschitz = vec![];
+        let est = estimate(&c).unwrap();
+        let part = |n: &str| est.parts.iter().find(|p| p.0 == n).unwrap().1;
+        let net = Network::from_config(&c.model, &[2], 2, None, tch::Device::Cpu).unwrap();
+        let params = net.num_parameters() as u64;
+        assert_eq!(params, 2 * 30 + 30 + 30 * 20 + 20 + 20 * 2 + 2);
+        assert_eq!(part("parameters"), 4 * 4 * params);
+        // Outputs per example: 30 + 30 + 20 + 20 + 2; 1000 training, 200 validation, 1000 test.
+        assert_eq!(part("activations"), 3 * 4 * 102 * 50);
+        assert_eq!(part("training bounds"), 2 * part("activations"));
+        assert_eq!(part("data"), 2200 * (4 * 2 + 8));
+        assert_eq!(part("evaluation"), 4 * 2 * 102 * 100);
+        assert_eq!(part("lipschitz"), 0);
+        assert_eq!(est.total_bytes, est.parts.iter().map(|p| p.1).sum::<u64>());
+        assert!(est.describe().starts_with("about "), "{}", est.describe());
+        assert_eq!(human(1_234_000_000), "1.2 GB");
+    }
+
+    #[test]
+    fn a_batch_too_big_is_refused_with_the_largest_batch_that_fits() {
+        let mut c = ExperimentConfig::default_experiment();
+        c.dataset.kind = DatasetKind::FashionMnist;
+        c.model.hidden = vec![4096, 4096];
+        c.train.method = Method::CrownIbp;
+        c.train.batch_size = 8192;
+        let e = check(&c, 4 << 30).unwrap_err();
+        assert_eq!(e.field, "train.batch_size", "{}", e.message);
+        let fit: usize = e
+            .message
+            .split("train.batch_size = ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        c.train.batch_size = fit;
+        assert!(check(&c, 4 << 30).is_ok());
+        c.train.batch_size = fit + 1;
+        assert!(check(&c, 4 << 30).is_err());
+    }
+}

@@ -216,13 +216,18 @@ fn a_network_too_big_to_allocate_fails_with_one_sentence_naming_the_layer() {
     cfg.dataset.test_size = 64;
     // 2^40 units after 784 inputs: 3.4 PB of weights, which malloc refuses at once (the
     // issue's [65536, 65536] would ask for 17 GB and be served lazily, then OOM-killed; the
-    // config check, not libtorch, has to refuse that one). The worker does not validate.
+    // config check, not libtorch, has to refuse that one). The worker does not validate;
+    // `worker::spawn` refuses it by its memory estimate, so the job is started past that.
     cfg.model.hidden = vec![1 << 40];
-    let mut h = worker::spawn(
+    let mut h = worker::spawn_job(
         cfg,
         RunTarget::Dir(run_dir.clone()),
         Device::Cpu,
         Box::new(|| {}),
+        |cfg, device, run, control, emit| {
+            let mut prep = train::prepare(cfg, device)?;
+            train::train(cfg, &mut prep, run, control, emit)
+        },
     )
     .unwrap();
     let (events, outcome) = drain(&h, |_| {});

@@ -1,7 +1,7 @@
 //! Everything before the first step: data on the device, the network, the optimiser, and the
 //! refusal of a run whose bound passes cannot fit in memory.
 use super::TrainError;
-use crate::config::{ExperimentConfig, OptimizerKind};
+use crate::config::{ExperimentConfig, Method, OptimizerKind};
 use crate::data::{self, Dataset};
 use crate::device::device_name;
 use crate::failure::{set_phase, During};
@@ -45,11 +45,13 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
     Ok(Prepared { device, data, net })
 }
 
-/// Refuses a run whose estimated memory (see `memory`) exceeds the machine's available memory
-/// (the process would be killed mid-run otherwise), and says what to change. On CUDA the
-/// device's memory is not checked here.
+/// Refuses a Fast-Lin training with exact intermediate bounds whose estimated memory (see
+/// `memory`) exceeds the machine's available memory (the process would be killed mid-run
+/// otherwise), and says what to change. Every other config is checked by `worker::spawn`,
+/// before its run folder exists; on CUDA the device's memory is not checked.
 fn check_memory(cfg: &ExperimentConfig, device: Device) -> Result<(), TrainError> {
-    if device != Device::Cpu {
+    let exact_fastlin = cfg.train.method == Method::Fastlin && cfg.train.proj_dim == 0;
+    if device != Device::Cpu || !exact_fastlin {
         return Ok(());
     }
     match super::memory::check_here(cfg) {
@@ -80,7 +82,6 @@ pub fn optimizer(net: &Network, cfg: &ExperimentConfig) -> Result<nn::Optimizer,
 mod tests {
     use super::super::memory::check;
     use super::*;
-    use crate::config::Method;
 
     #[test]
     fn exact_fastlin_that_cannot_fit_in_memory_is_refused_with_a_batch_that_fits() {

@@ -146,7 +146,7 @@ pub fn reported(records: &[EvalRecord]) -> Option<&EvalRecord> {
     let final_of = |m: FinalModel| records.iter().rev().find(|r| r.model == Some(m));
     final_of(FinalModel::Best)
         .or_else(|| final_of(FinalModel::Last))
-        .or_else(|| records.iter().rev().find(|r| !r.is_final()))
+        .or_else(|| last_epoch(records))
 }
 
 /// The last epoch's evaluation (not a final test evaluation).

@@ -9,7 +9,7 @@
 //! (`u = 2^-24`); with `n` up to a few thousand and row l1 norms of order 10, that is below
 //! `1e-3 max |h|`. Float64's own error is nine orders of magnitude smaller and is not resolved.
 use super::ibp::ibp_bounds;
-use super::{certified, margin_lower_of, Ball, BoundMethod};
+use super::{certified, margin_lower_of, worst_margin, Ball, BoundMethod};
 use crate::model::{layers_f64, Network};
 use tch::{Kind, Tensor};
 
@@ -44,10 +44,7 @@ pub fn certify(
                 rechecked: 0,
             };
         }
-        let worst = lower
-            .scatter_value(1, &y.unsqueeze(1), f64::INFINITY)
-            .amin([1], false)
-            .to_kind(Kind::Double);
+        let worst = worst_margin(&lower, y).to_kind(Kind::Double);
         let scale = largest_magnitude(net, x, ball);
         let borderline = cert.logical_and(&worst.le_tensor(&(scale * RECHECK_REL + RECHECK_REL)));
         let idx = borderline.nonzero().reshape([-1]);

@@ -242,6 +242,14 @@ pub fn relu_bounds(
     }
 }
 
+/// The smallest margin lower bound over the other classes, per example (`[B]`; the label's
+/// own entry is ignored): positive exactly when the point is certified.
+pub fn worst_margin(margins_lower: &Tensor, y: &Tensor) -> Tensor {
+    margins_lower
+        .scatter_value(1, &y.unsqueeze(1), f64::INFINITY)
+        .amin([1], false)
+}
+
 /// Whether every margin lower bound is positive (certified), per example.
 pub fn certified(margins_lower: &Tensor, y: &Tensor) -> Tensor {
     let k = margins_lower.size()[1];

@@ -134,13 +134,6 @@ pub struct RobustMasks {
     pub cert_secs: Vec<f64>,
 }
 
-/// The smallest entry of each row of margin lower bounds, ignoring the label's own entry.
-fn min_other_margin(margins_lower: &Tensor, y: &Tensor) -> Tensor {
-    margins_lower
-        .scatter_value(1, &y.unsqueeze(1), f64::INFINITY)
-        .amin([1], false)
-}
-
 /// Per-example robustness of one batch. A point is PGD-robust only if it is correct and no
 /// restart finds an adversarial example; certified only if correct and every margin bound > 0.
 pub fn robust_masks(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec) -> RobustMasks {
@@ -170,7 +163,7 @@ pub fn robust_masks(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec) ->
         #[cfg(test)]
         let c = tests::unsound_shift(c, y);
         let (lower, certified) = (c.margin_lower, c.certified);
-        let worst = min_other_margin(&lower, y);
+        let worst = bounds::worst_margin(&lower, y);
         synchronize(device);
         cert_secs.push(started.elapsed().as_secs_f64());
         let bad = certified.logical_and(&unbroken.logical_not());

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod run;
+pub mod sweep;
 pub mod train;
 pub mod ui;
 pub mod worker;

@@ -12,13 +12,13 @@ const LAYERS: &[&[&str]] = &[
     &["bounds", "attack", "lipschitz"],
     &["eval"],
     &["train"],
-    &["worker"],
+    &["worker", "sweep"],
     &["ui"],
     &["cli"],
 ];
 
 /// What the UI may import: plain data, run folders, and the worker that runs the trainer.
-const UI_MAY_USE: &[&str] = &["protocol", "metrics", "config", "run", "worker"];
+const UI_MAY_USE: &[&str] = &["protocol", "metrics", "config", "run", "worker", "sweep"];
 
 const MAX_FILE_LINES: usize = 800;
 const MAX_FN_LINES: usize = 120;

@@ -1,4 +1,5 @@
-//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz`,
+//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz |
+//! sweep`,
 //! one file per subcommand, each a clap `Args` struct with a `run` method.
 mod bench;
 mod bounds;
@@ -7,6 +8,7 @@ mod gui;
 mod lipschitz;
 mod run;
 mod runs;
+mod sweep;
 mod trained;
 
 pub use bench::fashion_mlp_config;
@@ -49,6 +51,9 @@ pub enum Cmd {
     Lipschitz(lipschitz::LipschitzArgs),
     /// Measure training throughput (samples/s) of one epoch.
     Bench(bench::BenchArgs),
+    /// Run a sweep file (settings x seeds) locally or as a Slurm job array; `sweep status DIR`,
+    /// `sweep report DIR`.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -71,6 +76,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Some(Cmd::Eval(args)) => args.run(),
         Some(Cmd::Lipschitz(args)) => args.run().map(|_| 0),
         Some(Cmd::Bench(args)) => args.run().map(|_| 0),
+        Some(Cmd::Sweep(args)) => args.run(),
     }
 }
 

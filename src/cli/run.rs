@@ -26,6 +26,9 @@ pub struct RunArgs {
     /// Validate and print the memory estimate; create nothing (exit 1 if it cannot fit).
     #[arg(long)]
     pub dry_run: bool,
+    /// Torch threads (default: one per core); a sweep gives each of its runs a share.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 impl RunArgs {
@@ -38,7 +41,14 @@ impl RunArgs {
             epochs,
             device,
             dry_run,
+            threads,
         } = self;
+        if let Some(t) = threads {
+            if t == 0 {
+                bail!("--threads 0: give at least 1");
+            }
+            tch::set_num_threads(t as i32);
+        }
         let mut cfg = ExperimentConfig::load(&preset)?;
         if let Some(e) = epochs {
             cfg.train.epochs = e;

@@ -10,6 +10,7 @@ APT_STAMP     := target/.apt-ok
 # dataset-fashion-mnist: the real data set; xvfb + mesa: the GUI without a display or GPU
 # (screenshots, UI tests); xdotool/x11-apps/imagemagick: driving and capturing the window.
 APT_PACKAGES  := python3-venv dataset-fashion-mnist xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 \
+                 slurmctld slurmd slurm-client munge \
                  mesa-vulkan-drivers libvulkan1 xdotool x11-apps imagemagick binutils libopenblas-dev
 
 export LIBTORCH_USE_PYTORCH := 1

@@ -183,7 +183,7 @@ pub fn slurm_status(folder: &SweepFolder) -> Result<BTreeMap<String, String>, Sw
         ) {
             parse_task_lines(&out, &job, &mut by_index);
         }
-        if let Some(out) = query("squeue", &["-h", "-o", "%i|%T", "-j", &job]) {
+        if let Some(out) = query("squeue", &["-h", "-t", "all", "-o", "%i|%T", "-j", &job]) {
             parse_task_lines(&out, &job, &mut by_index);
         }
     }

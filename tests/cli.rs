@@ -344,6 +344,17 @@ fn runs_columns_line_up_for_every_status() {
         );
         let clean_end = col("clean") + "clean".len();
         assert_eq!(&line[clean_end - 6..clean_end], "0.5000", "{listing}");
+        // The eval eps and norm beside the training eps (runs compare only at equal ones),
+        // and the wall time of runs that ended.
+        let eval_end = col("eval_eps") + "eval_eps".len();
+        assert_eq!(&line[eval_end - 9..eval_end], "0.03 linf", "{listing}");
+        let wall_end = col("wall_s") + "wall_s".len();
+        let wall = if status == "running or crashed" {
+            "-"
+        } else {
+            "1.0"
+        };
+        assert_eq!(&line[wall_end - wall.len()..wall_end], wall, "{listing}");
     }
 }
 

@@ -21,7 +21,7 @@ pub struct GuiArgs {
     #[arg(long)]
     pub start: bool,
     /// Save the window of TAB as a PNG and quit after the last one (for `make screenshots`):
-    /// TAB=FILE, TAB one of overview, tightness, lipschitz, decision, runs.
+    /// TAB=FILE, TAB one of overview, tightness, lipschitz, decision, runs, sweep.
     #[arg(long = "shot", value_name = "TAB=FILE")]
     pub shots: Vec<String>,
     /// With --shot: wait until the run has this many evaluations (or has ended).
@@ -30,6 +30,9 @@ pub struct GuiArgs {
     /// With --shot: overlay every run of the runs folder.
     #[arg(long)]
     pub overlay_all: bool,
+    /// A sweep folder to open in the Sweep tab.
+    #[arg(long)]
+    pub sweep: Option<PathBuf>,
 }
 
 impl GuiArgs {
@@ -44,6 +47,7 @@ impl GuiArgs {
             shots,
             shot_after,
             overlay_all,
+            sweep,
         } = self;
         let parsed_size = size
             .split_once('x')
@@ -55,7 +59,7 @@ impl GuiArgs {
                 .split_once('=')
                 .with_context(|| format!("--shot `{s}` is not TAB=FILE"))?;
             let tab = crate::ui::Tab::parse(tab).with_context(|| {
-                format!("--shot: unknown tab `{tab}`: expected overview, tightness, lipschitz, decision or runs")
+                format!("--shot: unknown tab `{tab}`: expected overview, tightness, lipschitz, decision, runs or sweep")
             })?;
             plan.push((tab, PathBuf::from(file)));
         }
@@ -73,6 +77,7 @@ impl GuiArgs {
             runs_dir,
             autopilot,
             size: parsed_size,
+            sweep,
         })?;
         Ok(0)
     }

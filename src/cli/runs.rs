@@ -33,8 +33,8 @@ impl RunsArgs {
         let name_w = width(40, &|r| r.name());
         let status_w = width(10, &|r| r.status().to_string());
         println!(
-            "{:<name_w$} {:<10} {:<status_w$} {:>6} {:>9} {:<11} {:>9} {:>9}  cert",
-            "run", "method", "status", "epoch", "loss", "split", "clean", "pgd"
+            "{:<name_w$} {:<10} {:<status_w$} {:>6} {:>9} {:>9} {:>12} {:>8} {:<11} {:>9} {:>9}  cert",
+            "run", "method", "status", "epoch", "loss", "train_eps", "eval_eps", "wall_s", "split", "clean", "pgd"
         );
         for r in runs {
             match r {
@@ -52,13 +52,28 @@ impl RunsArgs {
                                 .join(" ")
                         })
                         .unwrap_or_default();
+                    // Runs compare only at the same eval eps and norm: both are shown.
+                    let train_eps = if r.config.train.method.uses_eps() {
+                        r.config.train.eps.to_string()
+                    } else {
+                        "-".into()
+                    };
+                    let eval_eps = r
+                        .config
+                        .eval
+                        .eps
+                        .first()
+                        .map_or("-".into(), |e| format!("{e} {}", r.config.eval.norm.name()));
                     println!(
-                        "{:<name_w$} {:<10} {:<status_w$} {:>6} {:>9} {:<11} {:>9} {:>9}  {}",
+                        "{:<name_w$} {:<10} {:<status_w$} {:>6} {:>9} {:>9} {:>12} {:>8} {:<11} {:>9} {:>9}  {}",
                         r.name(),
                         r.config.train.method.name(),
                         r.status(),
                         epoch.map_or("-".into(), |m| m.epoch.to_string()),
                         epoch.map_or("-".into(), |m| format!("{:.4}", m.train_loss)),
+                        train_eps,
+                        eval_eps,
+                        r.summary.as_ref().map_or("-".into(), |s| format!("{:.1}", s.elapsed_s)),
                         last.map_or("-", metrics::split_label),
                         fmt_acc(last.map(|m| m.clean_acc)),
                         fmt_acc(last.and_then(|m| m.pgd_acc)),

@@ -75,18 +75,28 @@ impl SweepFolder {
     pub fn create_or_open(spec_path: &Path, out: &Path) -> Result<Self, SweepError> {
         let spec = SweepSpec::load(spec_path)?;
         let spec_dir = spec_path.parent().unwrap_or(Path::new("."));
-        let points = spec.expand(spec_dir)?;
-        let dir = out.join(&spec.name);
-        if dir.join(SWEEP_FILE).exists() {
-            let folder = SweepFolder { dir, spec, points };
-            folder.check_same_points()?;
-            return Ok(folder);
-        }
         let base_path = spec_dir.join(&spec.base);
         let base_text =
             std::fs::read_to_string(&base_path).map_err(|e| SweepError::io(&base_path, e))?;
+        Self::create_or_open_with(spec, &base_text, &base_path.display().to_string(), out)
+    }
+
+    /// [`SweepFolder::create_or_open`] with the sweep and its base preset given (the window
+    /// builds both from the experiment in the designer).
+    pub fn create_or_open_with(
+        spec: SweepSpec,
+        base_text: &str,
+        base_origin: &str,
+        out: &Path,
+    ) -> Result<Self, SweepError> {
+        let points = spec.expand_from(base_text, base_origin)?;
+        let dir = out.join(&spec.name);
         let folder = SweepFolder { dir, spec, points };
-        folder.write_new(&base_text)?;
+        if folder.dir.join(SWEEP_FILE).exists() {
+            folder.check_same_points()?;
+        } else {
+            folder.write_new(base_text)?;
+        }
         Ok(folder)
     }
 

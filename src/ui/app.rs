@@ -9,8 +9,10 @@ use super::panels::{Action, Designer, LogPanel, Notice, Tab, Tabs, Toolbar};
 use super::presets::bundled_presets_dir;
 use super::screenshot::Screenshots;
 use super::series::RunSeries;
+use super::sweep_view::SweepView;
 use crate::config::ExperimentConfig;
 use crate::protocol::{Command, Level};
+use crate::sweep::{LocalOptions, SweepFolder};
 use crate::worker::{RunTarget, WorkerHandle};
 use egui::Ui;
 use std::path::{Path, PathBuf};
@@ -172,6 +174,113 @@ impl App {
         }
     }
 
+    /// Opens a sweep folder in the Sweep tab (a running sweep stays until it ends).
+    pub fn open_sweep(&mut self, dir: &Path) {
+        if self.tabs.sweep.is_running() {
+            self.notice = Some(Notice {
+                level: Level::Warn,
+                text: "a sweep is running: stop it before opening another".into(),
+            });
+            return;
+        }
+        match SweepView::open(dir) {
+            Ok(v) => {
+                self.tabs.sweep.view = Some(v);
+                self.tab = Tab::Sweep;
+            }
+            Err(e) => {
+                self.notice = Some(Notice {
+                    level: Level::Error,
+                    text: format!("cannot open sweep: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Builds the Sweep tab's sweep over the designer's experiment under `<runs>/sweeps/` and
+    /// runs it locally; a sweep of the same name and points resumes. Nothing starts when the
+    /// experiment or any point is invalid: the reason shows in the tab.
+    pub fn start_sweep(&mut self, ctx: &egui::Context) {
+        let panel = &mut self.tabs.sweep;
+        if panel.is_running() {
+            return;
+        }
+        let (cfg, problems) = self.designer.checked();
+        let built = match problems.first() {
+            Some(p) => Err(format!("fix the experiment first: {p}")),
+            None => panel.spec(&cfg).and_then(|spec| {
+                SweepFolder::create_or_open_with(
+                    spec,
+                    &cfg.to_toml_string(),
+                    "the designer's experiment",
+                    &self.library.dir.join("sweeps"),
+                )
+                .map_err(|e| e.to_string())
+            }),
+        };
+        match built {
+            Ok(folder) => {
+                panel.build_error = None;
+                panel.view = Some(SweepView::new(folder));
+                self.resume_sweep(ctx);
+            }
+            Err(e) => panel.build_error = Some(e),
+        }
+    }
+
+    /// Runs the points of the shown sweep that are not done.
+    pub fn resume_sweep(&mut self, ctx: &egui::Context) {
+        let panel = &mut self.tabs.sweep;
+        let exe = match panel.exe.clone().map_or_else(std::env::current_exe, Ok) {
+            Ok(e) => e,
+            Err(e) => {
+                panel.build_error = Some(format!("cannot locate the certlab binary: {e}"));
+                return;
+            }
+        };
+        let opts = LocalOptions {
+            jobs: panel.jobs.max(1),
+            threads: 0,
+            exe,
+            retry_failed: false,
+        };
+        if let Some(view) = panel.view.as_mut() {
+            let waker = ctx.clone();
+            view.start(
+                opts,
+                Box::new(move || waker.request_repaint_after(Duration::from_millis(50))),
+            );
+        }
+    }
+
+    /// Writes the shown sweep's report table into `<runs>/exports/`.
+    fn export_sweep_csv(&mut self) {
+        let Some(report) = self
+            .tabs
+            .sweep
+            .view
+            .as_ref()
+            .and_then(|v| v.report.as_ref())
+        else {
+            return;
+        };
+        let path = export_path(&self.library.dir, &format!("sweep-{}", report.name), "csv");
+        let result = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|_| std::fs::write(&path, report.to_csv()));
+        self.notice = Some(match result {
+            Ok(()) => Notice {
+                level: Level::Info,
+                text: format!("sweep report written to {}", path.display()),
+            },
+            Err(e) => Notice {
+                level: Level::Error,
+                text: format!("cannot write {}: {e}", path.display()),
+            },
+        });
+    }
+
     /// Re-reads the runs folder; keeps which runs were overlaid.
     pub fn refresh_runs(&mut self) {
         let live_dir = self.live.as_ref().and_then(|l| l.run_dir());
@@ -323,6 +432,22 @@ impl App {
                     }
                 }
                 Action::DismissNotice => self.notice = None,
+                Action::OpenRun(dir) => self.open_run(&dir),
+                Action::OpenSweep(dir) => self.open_sweep(&dir),
+                Action::OpenSweepDialog => {
+                    let d = rfd::FileDialog::new().set_directory(self.library.dir.join("sweeps"));
+                    if let Some(p) = self.dialog(|| d.pick_folder()) {
+                        self.open_sweep(&p);
+                    }
+                }
+                Action::StartSweep => self.start_sweep(ctx),
+                Action::ResumeSweep => self.resume_sweep(ctx),
+                Action::StopSweep => {
+                    if let Some(v) = &self.tabs.sweep.view {
+                        v.stop();
+                    }
+                }
+                Action::ExportSweepCsv => self.export_sweep_csv(),
             }
         }
     }

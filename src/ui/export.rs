@@ -11,9 +11,19 @@ const RUNNING: &str = "running";
 
 /// One run's final numbers as table cells.
 pub struct SummaryRow {
-    /// data, model, method, eps, epochs, status, split, clean, PGD
+    /// data, model, method, train eps, eval eps, epochs, status, wall, split, clean, PGD
     pub cells: Vec<String>,
     pub cert: Vec<(String, f64)>,
+}
+
+/// Seconds as `42 s`, `3m05s` or `1h02m`.
+pub(crate) fn wall_label(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 /// A fraction as a percentage with one decimal.
@@ -51,8 +61,10 @@ pub fn summary_row(run: &RunSeries) -> SummaryRow {
             model,
             method_label(c.train.method).to_string(),
             eps,
+            run.eval_at().unwrap_or_else(|| "–".into()),
             format!("{epochs}/{}", c.train.epochs),
             run.outcome.clone().unwrap_or_else(|| RUNNING.into()),
+            run.wall_secs().map_or("–".into(), wall_label),
             last.map_or("–", metrics::split_label).to_string(),
             last.map_or("–".into(), |r| pct(r.clean_acc)),
             last.and_then(|r| r.pgd_acc).map_or("–".into(), pct),
@@ -77,7 +89,7 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
         k
     };
     let mut out = String::from(
-        "run,folder,dataset,arch,hidden,method,train_eps,norm,epochs_done,epochs,status,split,clean_acc,pgd_acc,eval_eps",
+        "run,folder,dataset,arch,hidden,method,train_eps,norm,epochs_done,epochs,status,split,clean_acc,pgd_acc,eval_eps,eval_norm,wall_s",
     );
     for k in &cert_keys {
         out.push_str(&format!(",cert_{k}"));
@@ -119,6 +131,8 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
             opt(last.map(|x| x.clean_acc)),
             opt(last.and_then(|x| x.pgd_acc)),
             opt(last.and_then(|x| x.eval_eps)),
+            c.eval.norm.name().into(),
+            opt(r.wall_secs()),
         ];
         out.push_str(&fields.join(","));
         for k in &cert_keys {

@@ -1,7 +1,8 @@
 //! The eframe workbench: experiment designer, live plots, run browser, 2-D view.
 //!
 //! Reads `Event`s from the worker and run folders from disk; never touches a tensor. It imports
-//! only the leaves `protocol`, `metrics`, `config` and `run`, and `worker` to start the trainer.
+//! only the leaves `protocol`, `metrics`, `config` and `run`, `worker` to start the trainer and
+//! `sweep` to run and read sweeps.
 //!
 //! `app.rs` wires the window; every panel is a struct in `panels/` that owns its view state
 //! and returns the `Action`s it asks for. The live run (`live.rs`) and the other runs
@@ -17,6 +18,8 @@ pub mod plots;
 mod presets;
 mod screenshot;
 pub mod series;
+mod sweep_plots;
+pub mod sweep_view;
 pub mod toy;
 
 pub use app::{App, Spawner};
@@ -42,6 +45,8 @@ pub struct LaunchOptions {
     pub autopilot: Option<Autopilot>,
     /// Window size in points.
     pub size: [f32; 2],
+    /// A sweep folder to open in the Sweep tab.
+    pub sweep: Option<PathBuf>,
 }
 
 /// Opens the window and returns when it is closed.
@@ -65,6 +70,9 @@ pub fn launch(opts: LaunchOptions) -> anyhow::Result<()> {
             app.preset_path = opts.preset.clone();
             for dir in &opts.open {
                 app.open_run(dir);
+            }
+            if let Some(dir) = &opts.sweep {
+                app.open_sweep(dir);
             }
             app.autopilot = opts.autopilot.clone();
             Ok(Box::new(app))

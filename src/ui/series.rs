@@ -121,6 +121,8 @@ pub struct RunSeries {
     pub curves: BTreeMap<Metric, Curve>,
     /// The last record's gap histogram: edges and counts.
     pub last_hist: Option<(Vec<f64>, Vec<u64>)>,
+    /// Wall time of a finished run (`summary.json`).
+    pub wall_s: Option<f64>,
 }
 
 impl RunSeries {
@@ -140,6 +142,7 @@ impl RunSeries {
             visible: true,
             curves: BTreeMap::new(),
             last_hist: None,
+            wall_s: None,
         }
     }
 
@@ -150,7 +153,23 @@ impl RunSeries {
             s.push(r.clone());
         }
         s.outcome = run.summary.as_ref().map(|x| x.outcome.clone());
+        s.wall_s = run.summary.as_ref().map(|x| x.elapsed_s);
         s
+    }
+
+    /// Wall time so far: the finished run's, else the last record's clock.
+    pub fn wall_secs(&self) -> Option<f64> {
+        self.wall_s
+            .or_else(|| self.records.last().map(|r| r.time_s))
+    }
+
+    /// The radius and norm the run's robust numbers are measured at (`0.1 linf`), or `None`
+    /// without a robust evaluation. Runs compare only where this is equal.
+    pub fn eval_at(&self) -> Option<String> {
+        let e = &self.config.eval;
+        e.eps
+            .first()
+            .map(|eps| format!("{} {}", super::plots::short_number(*eps), e.norm.name()))
     }
 
     /// Adds one evaluation and extends every curve it has a value for. The final test

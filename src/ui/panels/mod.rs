@@ -7,6 +7,7 @@ pub mod lipschitz;
 pub mod log;
 pub mod overview;
 pub mod runs;
+pub mod sweep;
 pub mod tightness;
 pub mod toolbar;
 
@@ -16,6 +17,7 @@ pub use lipschitz::LipschitzPanel;
 pub use log::{LogLine, LogPanel};
 pub use overview::OverviewPanel;
 pub use runs::RunsPanel;
+pub use sweep::SweepPanel;
 pub use tightness::TightnessPanel;
 pub use toolbar::{Notice, Toolbar};
 
@@ -38,9 +40,21 @@ pub enum Action {
     OpenRunDialog,
     RefreshRuns,
     ExportCsv,
-    SavePlotPng { name: String, rect: egui::Rect },
+    SavePlotPng {
+        name: String,
+        rect: egui::Rect,
+    },
     PickDatasetFolder,
     DismissNotice,
+    /// Overlay a run folder (a sweep group's runs, when clicked).
+    OpenRun(PathBuf),
+    OpenSweepDialog,
+    OpenSweep(PathBuf),
+    /// Build the Sweep tab's sweep from the designer's experiment and run it.
+    StartSweep,
+    StopSweep,
+    ResumeSweep,
+    ExportSweepCsv,
 }
 
 /// The views of the central panel.
@@ -51,15 +65,17 @@ pub enum Tab {
     Lipschitz,
     Decision,
     Runs,
+    Sweep,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Overview,
         Tab::Tightness,
         Tab::Lipschitz,
         Tab::Decision,
         Tab::Runs,
+        Tab::Sweep,
     ];
     pub fn title(self) -> &'static str {
         match self {
@@ -68,6 +84,7 @@ impl Tab {
             Tab::Lipschitz => "Lipschitz",
             Tab::Decision => "2-D view",
             Tab::Runs => "Runs",
+            Tab::Sweep => "Sweep",
         }
     }
     pub fn parse(s: &str) -> Option<Tab> {
@@ -77,6 +94,7 @@ impl Tab {
             "lipschitz" => Some(Tab::Lipschitz),
             "decision" | "2d" => Some(Tab::Decision),
             "runs" | "compare" => Some(Tab::Runs),
+            "sweep" => Some(Tab::Sweep),
             _ => None,
         }
     }
@@ -90,6 +108,7 @@ pub struct Tabs {
     pub lipschitz: LipschitzPanel,
     pub decision: DecisionPanel,
     pub runs: RunsPanel,
+    pub sweep: SweepPanel,
 }
 
 impl Tabs {
@@ -120,6 +139,7 @@ impl Tabs {
             Tab::Runs => self
                 .runs
                 .ui(ui, live.as_mut().map(|l| &mut l.series), library),
+            Tab::Sweep => self.sweep.ui(ui),
         }
     }
 }
@@ -143,6 +163,26 @@ fn showing_ui(ui: &mut Ui, runs: &[&RunSeries], live: Option<&RunSeries>) {
             ui.label(RichText::new(text).color(r.color));
         }
     });
+    if let Some(warning) = incomparable(runs) {
+        ui.label(RichText::new(warning).color(WARN_COLOR));
+    }
+}
+
+/// A warning when the shown runs' robust numbers are measured at different radii or norms:
+/// their PGD and certified curves are then not comparable, whatever the plot suggests.
+pub fn incomparable(runs: &[&RunSeries]) -> Option<String> {
+    let mut at: Vec<(String, String)> = runs
+        .iter()
+        .filter_map(|r| r.eval_at().map(|a| (a, r.name.clone())))
+        .collect();
+    at.sort();
+    let first = at.first()?;
+    let other = at.iter().find(|(a, _)| *a != first.0)?;
+    Some(format!(
+        "Not comparable: these runs are evaluated at different eps or norms ({} at {}, {} at {}); \
+         their PGD and certified accuracies measure different things.",
+        first.1, first.0, other.1, other.0
+    ))
 }
 
 /// A plot with a header line: its title and a button that saves it as PNG.

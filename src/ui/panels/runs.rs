@@ -12,14 +12,16 @@ use egui::{RichText, Ui};
 pub struct RunsPanel;
 
 /// The fixed columns of the table, before one column per certifying bound.
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 12] = [
     "run (tick to overlay)",
     "data",
     "model",
     "method",
-    "eps",
+    "train eps",
+    "eval eps",
     "epochs",
     "status",
+    "wall",
     "split",
     "clean",
     "PGD",
@@ -42,6 +44,13 @@ impl RunsPanel {
                 actions.push(Action::OpenRunDialog);
             }
             if ui
+                .button("Open sweep folder…")
+                .on_hover_text("A folder written by `certlab sweep` or the Sweep tab")
+                .clicked()
+            {
+                actions.push(Action::OpenSweepDialog);
+            }
+            if ui
                 .button("Export CSV")
                 .on_hover_text("Write this table to <runs>/exports/")
                 .clicked()
@@ -53,6 +62,22 @@ impl RunsPanel {
             RichText::new("Tick runs to overlay them on every plot, each in its own colour.")
                 .small(),
         );
+        let sweeps = sweep_folders(&library.dir.join("sweeps"));
+        if !sweeps.is_empty() {
+            ui.horizontal_wrapped(|ui| {
+                ui.label("Sweeps:");
+                for dir in sweeps {
+                    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                    if ui
+                        .button(name.unwrap_or_default())
+                        .on_hover_text(format!("Open {} in the Sweep tab", dir.display()))
+                        .clicked()
+                    {
+                        actions.push(Action::OpenSweep(dir));
+                    }
+                }
+            });
+        }
         for e in &library.errors {
             ui.label(RichText::new(e).color(ERROR_COLOR).small());
         }
@@ -102,4 +127,17 @@ fn row_ui(ui: &mut Ui, run: &mut RunSeries, cert_keys: &[String]) {
         );
     }
     ui.end_row();
+}
+
+/// The sweep folders directly under `dir` (those with a `sweep.toml`), sorted.
+fn sweep_folders(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join(crate::sweep::SWEEP_FILE).exists())
+        .collect();
+    found.sort();
+    found
 }

@@ -201,9 +201,35 @@ impl Shapes {
     }
 }
 
-/// The data on the device: inputs as float32, labels as int64.
-fn data_bytes(s: &Sizes) -> u64 {
-    (s.train + s.val + s.test) * (4 * numel(&s.input) + 8)
+/// The data on the device: inputs as float32, labels as int64. Without a training subset the
+/// training tensor is a view of the whole file, validation part included.
+fn data_bytes(cfg: &ExperimentConfig, s: &Sizes) -> u64 {
+    let train = if cfg.dataset.train_size == 0 && !cfg.dataset.kind.is_toy() {
+        s.train + s.val
+    } else {
+        s.train
+    };
+    (train + s.val + s.test) * (4 * numel(&s.input) + 8)
+}
+
+/// What reading an image file holds for a moment beyond its tensors: the decoded bytes twice
+/// (the file's and the tensor's, before the float conversion) and, with a training subset,
+/// the whole file as floats until the subset is copied out.
+fn loading_bytes(cfg: &ExperimentConfig, s: &Sizes) -> u64 {
+    if cfg.dataset.kind.is_toy() {
+        return 0;
+    }
+    let full = full_train(cfg) * numel(&s.input);
+    let subset_copy = if cfg.dataset.train_size == 0 { 0 } else { 4 * full };
+    2 * full + subset_copy
+}
+
+/// Examples in the training file of an image set.
+fn full_train(cfg: &ExperimentConfig) -> u64 {
+    match cfg.dataset.kind {
+        DatasetKind::Cifar10 => 50_000,
+        _ => 60_000,
+    }
 }
 
 /// Weights, gradients and the optimizer's state (Adam: two moments; SGD with momentum: one).
@@ -274,7 +300,8 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<MemoryEstimate, String> {
     let net = Shapes::of(cfg, &s)?;
     let parts = vec![
         ("libtorch", BASE_BYTES),
-        ("data", data_bytes(&s)),
+        ("data", data_bytes(cfg, &s)),
+        ("loading", loading_bytes(cfg, &s)),
         ("parameters", parameter_bytes(cfg, &net)),
         ("activations", activation_bytes(cfg, &s, &net)),
         ("training bounds", training_bound_bytes(cfg, &s, &net)),
@@ -288,7 +315,7 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<MemoryEstimate, String> {
 /// The config key that drives a part.
 fn key_of(part: &str) -> &'static str {
     match part {
-        "data" => "dataset.train_size",
+        "data" | "loading" => "dataset.train_size",
         "activations" | "training bounds" => "train.batch_size",
         "evaluation" => "eval.robust_subset",
         _ => "model.hidden",

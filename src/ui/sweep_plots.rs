@@ -48,7 +48,7 @@ pub fn pareto_plot_ui(
         .height(height)
         .x_axis_label("clean accuracy")
         .y_axis_label(metric.replace("cert_acc.", "certified: "))
-        .legend(Legend::default().position(Corner::LeftTop))
+        .legend(Legend::default().position(Corner::LeftBottom))
         .label_formatter({
             let groups: Vec<(String, f64, f64)> = groups
                 .iter()
@@ -229,18 +229,35 @@ pub fn response_plot_ui(
             for (i, (name, mut pts)) in lines.into_iter().enumerate() {
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 let color = PALETTE[i % PALETTE.len()];
-                let upper: Vec<[f64; 2]> = pts
-                    .iter()
-                    .map(|(x, s)| [fx(*x), s.mean + half(s)])
-                    .collect();
-                let mut band = upper.clone();
-                band.extend(pts.iter().rev().map(|(x, s)| [fx(*x), s.mean - half(s)]));
-                p.polygon(
-                    Polygon::new("", PlotPoints::new(band))
-                        .fill_color(color.gamma_multiply(0.25))
-                        .stroke(egui::Stroke::NONE)
-                        .allow_hover(false),
-                );
+                // The band as one trapezoid per segment: egui fills convex polygons only.
+                for w in pts.windows(2) {
+                    let (a, b) = (&w[0], &w[1]);
+                    let quad = vec![
+                        [fx(a.0), a.1.mean - half(&a.1)],
+                        [fx(b.0), b.1.mean - half(&b.1)],
+                        [fx(b.0), b.1.mean + half(&b.1)],
+                        [fx(a.0), a.1.mean + half(&a.1)],
+                    ];
+                    p.polygon(
+                        Polygon::new("", PlotPoints::new(quad))
+                            .fill_color(color.gamma_multiply(0.2))
+                            .stroke(egui::Stroke::NONE)
+                            .allow_hover(false),
+                    );
+                }
+                for (x, s) in &pts {
+                    let h = half(s);
+                    if h > 0.0 {
+                        p.line(
+                            Line::new(
+                                "",
+                                PlotPoints::new(vec![[fx(*x), s.mean - h], [fx(*x), s.mean + h]]),
+                            )
+                            .color(color.gamma_multiply(0.6))
+                            .allow_hover(false),
+                        );
+                    }
+                }
                 let label = if name.is_empty() {
                     metric.to_string()
                 } else {

@@ -3,7 +3,7 @@
 use super::{Action, ERROR_COLOR};
 use crate::config::{
     Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
-    LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp, TrainConfig,
+    LipBound, LrSchedule, Method, Norm, OptimizerKind, R2Lower, Ramp, RegStage, TrainConfig,
 };
 use crate::worker;
 use egui::{RichText, Ui};
@@ -458,6 +458,36 @@ fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
                 "train.reg_warmup_epochs",
                 |ui| ui.add(egui::DragValue::new(&mut t.reg_warmup_epochs)),
             );
+            row(
+                ui,
+                "r2 at slope-0/1 lines",
+                problems,
+                "train.r2_lower",
+                |ui| {
+                    combo(
+                        ui,
+                        "r2-lower",
+                        &mut t.r2_lower,
+                        &[
+                            (R2Lower::HalfLine, "half-line (exact where tight)"),
+                            (R2Lower::Abs, "|z| (as the paper writes it)"),
+                        ],
+                    )
+                },
+            );
+            if t.method == Method::CrownIbp {
+                row(ui, "r1/r2 active", problems, "train.reg_stage", |ui| {
+                    combo(
+                        ui,
+                        "reg-stage",
+                        &mut t.reg_stage,
+                        &[
+                            (RegStage::First, "first stage (x beta, as published)"),
+                            (RegStage::Throughout, "throughout"),
+                        ],
+                    )
+                });
+            }
         }
         Method::Lipschitz => {
             row(ui, "Lipschitz weight", problems, "train.lip_weight", |ui| {

@@ -67,14 +67,12 @@ pub fn spawn(
     device: tch::Device,
     wake: Box<dyn Fn() + Send>,
 ) -> std::io::Result<WorkerHandle> {
-    // Refused before the run folder exists. On CUDA the device's memory is not known here.
-    if device == tch::Device::Cpu {
-        if let Err(e) = train::memory::check_here(&cfg) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::OutOfMemory,
-                e.message,
-            ));
-        }
+    // Refused before the run folder exists, against the memory of the device it will use.
+    if let Err(e) = train::memory::check_on(&cfg, device) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            e.message,
+        ));
     }
     spawn_job(
         cfg,

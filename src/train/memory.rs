@@ -220,7 +220,11 @@ fn loading_bytes(cfg: &ExperimentConfig, s: &Sizes) -> u64 {
         return 0;
     }
     let full = full_train(cfg) * numel(&s.input);
-    let subset_copy = if cfg.dataset.train_size == 0 { 0 } else { 4 * full };
+    let subset_copy = if cfg.dataset.train_size == 0 {
+        0
+    } else {
+        4 * full
+    };
     2 * full + subset_copy
 }
 
@@ -445,9 +449,77 @@ pub fn check_here(cfg: &ExperimentConfig) -> Result<Option<(MemoryEstimate, u64)
     }
 }
 
+/// The check against the memory of the device the run will use: `MemAvailable` on the CPU, the
+/// free memory `nvidia-smi` reports on a CUDA device (accepted where it cannot be read).
+pub fn check_on(
+    cfg: &ExperimentConfig,
+    device: tch::Device,
+) -> Result<Option<(MemoryEstimate, u64)>, FieldError> {
+    match device {
+        tch::Device::Cuda(i) => match available_gpu_memory(i) {
+            Some(a) => check(cfg, a).map(|e| Some((e, a))).map_err(|mut e| {
+                e.message = format!("on cuda:{i}: {}", e.message);
+                e
+            }),
+            None => Ok(None),
+        },
+        _ => check_here(cfg),
+    }
+}
+
+/// Free memory of CUDA device `ordinal` (as libtorch numbers it: the `CUDA_VISIBLE_DEVICES`
+/// entry it maps to), from `nvidia-smi`, in bytes.
+pub fn available_gpu_memory(ordinal: usize) -> Option<u64> {
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let id = gpu_query_id(visible.as_deref(), ordinal)?;
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.free",
+            "--format=csv,noheader,nounits",
+            "-i",
+            &id,
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_free_mib(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The `nvidia-smi -i` argument of libtorch's device `ordinal`: its entry of
+/// `CUDA_VISIBLE_DEVICES` (an index or a UUID) when that is set.
+fn gpu_query_id(visible: Option<&str>, ordinal: usize) -> Option<String> {
+    match visible.map(str::trim) {
+        None | Some("") => Some(ordinal.to_string()),
+        Some(list) => list.split(',').nth(ordinal).map(|s| s.trim().to_string()),
+    }
+}
+
+/// `memory.free` in MiB, as `--format=csv,noheader,nounits` prints it, in bytes.
+fn parse_free_mib(text: &str) -> Option<u64> {
+    let mib: u64 = text.lines().next()?.trim().parse().ok()?;
+    Some(mib * 1024 * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_free_memory_is_read_for_the_device_libtorch_means() {
+        assert_eq!(parse_free_mib("80614\n"), Some(80614 * 1024 * 1024));
+        assert_eq!(parse_free_mib("[N/A]\n"), None);
+        assert_eq!(parse_free_mib(""), None);
+        assert_eq!(gpu_query_id(None, 1).as_deref(), Some("1"));
+        // libtorch's cuda:1 is the second visible device, whatever its physical index.
+        assert_eq!(gpu_query_id(Some("3,5"), 1).as_deref(), Some("5"));
+        assert_eq!(
+            gpu_query_id(Some("GPU-8f2a, GPU-11c0"), 0).as_deref(),
+            Some("GPU-8f2a")
+        );
+        assert_eq!(gpu_query_id(Some("3"), 1), None);
+    }
     use crate::config::ExperimentConfig;
     use crate::model::Network;
 

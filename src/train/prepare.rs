@@ -46,15 +46,15 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
 }
 
 /// Refuses a Fast-Lin training with exact intermediate bounds whose estimated memory (see
-/// `memory`) exceeds the machine's available memory (the process would be killed mid-run
-/// otherwise), and says what to change. Every other config is checked by `worker::spawn`,
-/// before its run folder exists; on CUDA the device's memory is not checked.
+/// `memory`) exceeds the device's available memory (the process would be killed mid-run
+/// otherwise), and says what to change. Every config is also checked by `worker::spawn`,
+/// before its run folder exists; this keeps the check for callers that skip it.
 fn check_memory(cfg: &ExperimentConfig, device: Device) -> Result<(), TrainError> {
     let exact_fastlin = cfg.train.method == Method::Fastlin && cfg.train.proj_dim == 0;
-    if device != Device::Cpu || !exact_fastlin {
+    if !exact_fastlin {
         return Ok(());
     }
-    match super::memory::check_here(cfg) {
+    match super::memory::check_on(cfg, device) {
         Ok(_) => Ok(()),
         Err(e) => Err(TrainError::TooBig(e.message)),
     }

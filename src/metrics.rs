@@ -194,6 +194,11 @@ pub mod key {
     pub const LOSS_R1: &str = "r1";
     pub const LOSS_R2: &str = "r2";
     pub const LOSS_LIPSCHITZ: &str = "lipschitz";
+    /// Cross-entropy at the PGD point (MTL-IBP's adversarial term).
+    pub const LOSS_ADV_CE: &str = "adv_ce";
+    /// The warm-up regularizers of Shi et al. (2021): bound tightness, ReLU balance.
+    pub const LOSS_SHI_TIGHTNESS: &str = "shi_tightness";
+    pub const LOSS_SHI_RELU: &str = "shi_relu";
     /// The extra `lipschitz` keys in the order the Lipschitz tab colours them.
     pub const LIPSCHITZ_EXTRA: [&str; 5] = [
         TRAIN_BOUND,

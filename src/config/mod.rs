@@ -12,13 +12,14 @@ mod eval;
 mod model;
 mod optimizer;
 mod train;
+mod train_certified;
 mod validate;
 
 pub use dataset::{DatasetConfig, DatasetKind, FASHION_MNIST_DIR};
 pub use eval::{parse_names, BoundMethod, Estimator, EvalConfig};
 pub use model::{Arch, ModelConfig};
 pub use optimizer::{LrSchedule, OptimizerConfig, OptimizerKind};
-pub use train::{LipBound, Method, Norm, R2Lower, Ramp, RegStage, TrainConfig};
+pub use train::{Init, LipBound, Method, Norm, R2Lower, Ramp, RegStage, TrainConfig};
 pub use validate::ADMM_MAX_DIM;
 
 use serde::{Deserialize, Serialize};

@@ -20,16 +20,30 @@ pub enum Method {
     /// Cross-entropy plus `lip_weight` times a differentiable Lipschitz bound (Pauli et al.
     /// 2021); with `lip_target` > 0 the bound is also enforced after every step.
     Lipschitz,
+    /// SABR (Mueller et al. 2023): IBP on a small box of radius `sabr_lambda * eps` around the
+    /// PGD point, shifted to stay inside the eps box (and [0, 1]).
+    Sabr,
+    /// MTL-IBP (De Palma et al. 2024): `(1 - mtl_alpha) CE(adversarial) + mtl_alpha CE(IBP)`.
+    MtlIbp,
+    /// CC-IBP (De Palma et al. 2024): cross-entropy on the convex combination
+    /// `mtl_alpha m_IBP + (1 - mtl_alpha) m_adversarial` of the margins.
+    CcIbp,
+    /// Exp-IBP (De Palma et al. 2024): `CE(adversarial)^(1 - mtl_alpha) CE(IBP)^mtl_alpha`.
+    ExpIbp,
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 10] = [
         Method::Standard,
         Method::Pgd,
         Method::Ibp,
         Method::CrownIbp,
         Method::Fastlin,
         Method::Lipschitz,
+        Method::Sabr,
+        Method::MtlIbp,
+        Method::CcIbp,
+        Method::ExpIbp,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -39,11 +53,66 @@ impl Method {
             Method::CrownIbp => "crown-ibp",
             Method::Fastlin => "fastlin",
             Method::Lipschitz => "lipschitz",
+            Method::Sabr => "sabr",
+            Method::MtlIbp => "mtl-ibp",
+            Method::CcIbp => "cc-ibp",
+            Method::ExpIbp => "exp-ibp",
         }
     }
     /// Whether the method's loss uses the perturbation radius.
     pub fn uses_eps(self) -> bool {
         !matches!(self, Method::Standard | Method::Lipschitz)
+    }
+    /// Whether the loss propagates interval bounds (IBP, alone or under CROWN-IBP): the methods
+    /// the IBP initialisation and the warm-up regularizers of Shi et al. (2021) are for.
+    pub fn ibp_based(self) -> bool {
+        matches!(
+            self,
+            Method::Ibp
+                | Method::CrownIbp
+                | Method::Sabr
+                | Method::MtlIbp
+                | Method::CcIbp
+                | Method::ExpIbp
+        )
+    }
+    /// Whether the loss needs IBP/CROWN bounds of the network.
+    pub fn uses_bounds(self) -> bool {
+        self.ibp_based() || self == Method::Fastlin
+    }
+    /// Whether the loss runs PGD (`pgd_steps`, `pgd_step_ratio`).
+    pub fn attacks(self) -> bool {
+        matches!(
+            self,
+            Method::Pgd | Method::Sabr | Method::MtlIbp | Method::CcIbp | Method::ExpIbp
+        )
+    }
+    /// The expressive losses of De Palma et al. (2024), weighted by `mtl_alpha`.
+    pub fn expressive(self) -> bool {
+        matches!(self, Method::MtlIbp | Method::CcIbp | Method::ExpIbp)
+    }
+}
+
+/// The weight initialisation (`train.init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Init {
+    /// PyTorch's default, `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+    #[default]
+    Default,
+    /// Shi et al. (2021): every weight but the last layer's drawn from `N(0, sigma^2)` with
+    /// `sigma = sqrt(2 pi) / fan_in`, so that `E|w| fan_in / 2 = 1` and the expected IBP
+    /// radius neither grows nor shrinks from layer to layer.
+    Ibp,
+}
+
+impl Init {
+    pub const ALL: [Init; 2] = [Init::Default, Init::Ibp];
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::Default => "default",
+            Init::Ibp => "ibp",
+        }
     }
 }
 
@@ -183,6 +252,17 @@ pub struct TrainConfig {
     pub lip_bound: LipBound,
     /// `lip_bound = "admm"`: the augmented-Lagrangian penalty (ADMM's rho).
     pub admm_penalty: f64,
+    /// SABR: the small box's radius as a fraction of eps, in (0, 1] (1 is IBP).
+    pub sabr_lambda: f64,
+    /// MTL-IBP, CC-IBP, Exp-IBP: the weight of the IBP part, in [0, 1] (0 is PGD training,
+    /// 1 is IBP training).
+    pub mtl_alpha: f64,
+    /// The weight initialisation: `default` or `ibp` (Shi et al. 2021).
+    pub init: Init,
+    /// The warm-up regularizers of Shi et al. (2021), bound tightness and ReLU balance, on the
+    /// IBP bounds of the loss; weighted `shi_reg_weight (1 - eps / eps_max)`, so they fade out
+    /// as eps reaches its final value. IBP-based methods only; 0 turns them off.
+    pub shi_reg_weight: f64,
 }
 
 impl Default for TrainConfig {
@@ -210,6 +290,10 @@ impl Default for TrainConfig {
             lip_target: 0.0,
             lip_bound: LipBound::Gram,
             admm_penalty: 1.0,
+            sabr_lambda: 0.4,
+            mtl_alpha: 0.5,
+            init: Init::Default,
+            shi_reg_weight: 0.0,
         }
     }
 }
@@ -226,6 +310,7 @@ impl TrainConfig {
         self.validate_schedule(bad);
         self.validate_tightness(bad);
         self.validate_lipschitz(bad);
+        self.validate_certified_methods(bad);
     }
 
     /// Length of the run, batch size, eps and the CROWN-IBP / IBP mixing weights.
@@ -348,7 +433,7 @@ impl TrainConfig {
 
     /// PGD training's steps and step size.
     pub(super) fn validate_pgd(&self, bad: &mut impl FnMut(&str, String)) {
-        if self.method == Method::Pgd && !(1..=1000).contains(&self.pgd_steps) {
+        if self.method.attacks() && !(1..=1000).contains(&self.pgd_steps) {
             bad(
                 "train.pgd_steps",
                 format!("{} is out of range: expected 1..=1000", self.pgd_steps),

@@ -68,7 +68,7 @@ pub(super) fn one_lipschitz_without_bounds(
         );
     }
     let method = cfg.train.method;
-    if matches!(method, Method::Ibp | Method::CrownIbp | Method::Fastlin) {
+    if method.uses_bounds() {
         bad(
             "train.method",
             format!(

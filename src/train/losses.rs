@@ -1,6 +1,7 @@
 //! The loss of one training batch for each method: cross-entropy (standard), at the PGD point
 //! (Madry et al. 2018), on the negated margin lower bound of IBP / CROWN-IBP / Fast-Lin with the
-//! tightness regularizers of Zhu et al. (2020), or plus a Lipschitz bound.
+//! tightness regularizers of Zhu et al. (2020), or plus a Lipschitz bound; SABR and the
+//! expressive losses are in `adversarial_ibp`.
 use super::Schedule;
 use crate::attack::{self, PgdConfig};
 use crate::bounds::{
@@ -34,7 +35,7 @@ pub struct BatchLoss {
 }
 
 impl BatchLoss {
-    fn new(logits: Tensor, parts: Vec<(&'static str, Tensor)>) -> Self {
+    pub(super) fn new(logits: Tensor, parts: Vec<(&'static str, Tensor)>) -> Self {
         let total = parts
             .iter()
             .map(|(_, t)| t.shallow_clone())
@@ -96,7 +97,14 @@ pub fn method_loss(
             ];
             parts.extend(c.r1.map(|r| (key::LOSS_R1, r)));
             parts.extend(c.r2.map(|r| (key::LOSS_R2, r)));
+            // Shi et al. (2021) on IBP's bounds (CROWN-IBP's intermediate bounds are IBP's).
+            if tc.method.ibp_based() {
+                parts.extend(super::shi_reg::shi_parts(net, x, ball, None, tc, sched));
+            }
             BatchLoss::new(logits, parts)
+        }
+        Method::Sabr | Method::MtlIbp | Method::CcIbp | Method::ExpIbp => {
+            super::adversarial_ibp::adversarial_ibp_loss(net, x, y, cfg, sched)
         }
         // Pauli et al. 2021 / Delattre et al. 2023: cross-entropy plus lip_weight times a
         // differentiable Lipschitz bound (the enforced version rescales after the optimiser

@@ -260,13 +260,25 @@ fn activation_bytes(cfg: &ExperimentConfig, s: &Sizes, net: &Shapes) -> u64 {
 fn training_bound_bytes(cfg: &ExperimentConfig, s: &Sizes, net: &Shapes) -> u64 {
     let b = batch(cfg, s);
     let ibp = 2 * activation_bytes(cfg, s, net);
+    // One more forward and backward per attack step, and a few input-sized copies.
+    let pgd = activation_bytes(cfg, s, net) + 4 * 4 * numel(&s.input) * b;
+    // The regularizers of Shi et al. run their own IBP pass under IBP / CROWN-IBP.
+    let shi = if cfg.train.shi_reg_weight > 0.0 {
+        ibp
+    } else {
+        0
+    };
     match cfg.train.method {
         Method::Standard | Method::Lipschitz => 0,
-        // One more forward and backward per attack step, and a few input-sized copies.
-        Method::Pgd => activation_bytes(cfg, s, net) + 4 * 4 * numel(&s.input) * b,
-        Method::Ibp => ibp,
+        Method::Pgd => pgd,
+        Method::Ibp => ibp + shi,
         // Coefficient matrices [batch, classes, neurons] per layer, lower and upper.
-        Method::CrownIbp => ibp + 2 * 4 * s.classes as u64 * net.outputs() * b,
+        Method::CrownIbp => ibp + shi + 2 * 4 * s.classes as u64 * net.outputs() * b,
+        // The PGD point, then one IBP pass (the small box's or the ball's) kept for backward,
+        // and the forward pass at the PGD point (SABR: the clean one).
+        Method::Sabr | Method::MtlIbp | Method::CcIbp | Method::ExpIbp => {
+            pgd + ibp + activation_bytes(cfg, s, net)
+        }
         // As `bounds::training_bytes`: five tensors of the floats per example.
         Method::Fastlin if cfg.train.proj_dim == 0 => 5 * 4 * net.exact_floats() * b,
         Method::Fastlin => 5 * 4 * 16 * net.widest() * b,

@@ -2,15 +2,21 @@
 //! control of `method = "lipschitz"`, and the reporter that writes the run folder and sends
 //! events. Knows nothing of egui: it reports through a callback of [`Event`]s and polls
 //! [`Command`]s.
+mod adversarial_ibp;
 mod control;
+mod init;
 mod lipschitz_control;
 mod losses;
 pub mod memory;
 mod prepare;
 mod reporter;
+mod sabr;
 mod schedule;
+mod shi_reg;
 
+pub use adversarial_ibp::{adversarial_ibp_loss, expressive_parts, training_pgd_point};
 pub use control::Control;
+pub use init::{ibp_init, ibp_init_std};
 pub use lipschitz_control::{LipschitzControl, ENFORCE_GRAM_ITERS};
 pub use losses::{
     certified_training_loss, cross_entropy, method_loss, regularizer_weights, robust_cross_entropy,
@@ -18,7 +24,9 @@ pub use losses::{
 };
 pub use prepare::{optimizer, prepare, Prepared};
 pub use reporter::Reporter;
+pub use sabr::sabr_centre;
 pub use schedule::{learning_rate, ramp_fraction, schedule, Schedule};
+pub use shi_reg::{shi_parts, shi_terms, shi_weight, SHI_EPS_AT_ZERO, SHI_TOL};
 
 use crate::config::ExperimentConfig;
 use crate::data::Dataset;

@@ -1,7 +1,7 @@
 //! Everything before the first step: data on the device, the network, the optimiser, and the
 //! refusal of a run whose bound passes cannot fit in memory.
 use super::TrainError;
-use crate::config::{ExperimentConfig, Method, OptimizerKind};
+use crate::config::{ExperimentConfig, Init, Method, OptimizerKind};
 use crate::data::{self, Dataset};
 use crate::device::device_name;
 use crate::failure::{set_phase, During};
@@ -29,6 +29,10 @@ pub fn prepare(cfg: &ExperimentConfig, device: Device) -> Result<Prepared, Train
         stats,
         device,
     )?;
+    if cfg.train.init == Init::Ibp {
+        set_phase("the IBP initialisation (Shi et al. 2021)");
+        super::init::ibp_init(&net)?;
+    }
     set_phase(format!("moving the data to {}", device_name(device)));
     let to_device = |t: &Tensor, what: &str| {
         t.f_to_device(device).during(|| {

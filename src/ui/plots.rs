@@ -329,10 +329,13 @@ fn loss_part_index(name: &str) -> usize {
         key::LOSS_R1,
         key::LOSS_R2,
         key::LOSS_LIPSCHITZ,
+        key::LOSS_ADV_CE,
+        key::LOSS_SHI_TIGHTNESS,
+        key::LOSS_SHI_RELU,
     ]
     .iter()
     .position(|n| *n == name)
-    .unwrap_or(5)
+    .unwrap_or(8)
 }
 
 /// The position of a `lipschitz` key: the estimators, then the training and ADMM keys; an

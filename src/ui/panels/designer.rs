@@ -1,5 +1,7 @@
 //! The experiment designer: every field of an `ExperimentConfig`, each labelled, each invalid
 //! value marked where it is with the reason `ExperimentConfig::validate` gives.
+mod certified;
+
 use super::{Action, ERROR_COLOR};
 use crate::config::{
     Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
@@ -409,13 +411,9 @@ impl Designer {
 /// weights, Lipschitz control), in the training grid.
 fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
     match t.method {
-        Method::Pgd => {
-            row(ui, "PGD steps", problems, "train.pgd_steps", |ui| {
-                ui.add(egui::DragValue::new(&mut t.pgd_steps))
-            });
-            row(ui, "Step / eps", problems, "train.pgd_step_ratio", |ui| {
-                ui.add(egui::DragValue::new(&mut t.pgd_step_ratio).speed(0.01))
-            });
+        Method::Pgd => certified::pgd_fields_ui(ui, t, problems),
+        Method::Sabr | Method::MtlIbp | Method::CcIbp | Method::ExpIbp => {
+            certified::adversarial_ibp_fields_ui(ui, t, problems);
         }
         Method::Ibp | Method::CrownIbp | Method::Fastlin => {
             if t.method == Method::CrownIbp {
@@ -513,6 +511,7 @@ fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
         }
         Method::Standard => {}
     }
+    certified::shi_fields_ui(ui, t, problems);
 }
 
 pub fn method_label(m: Method) -> &'static str {
@@ -523,6 +522,10 @@ pub fn method_label(m: Method) -> &'static str {
         Method::CrownIbp => "CROWN-IBP",
         Method::Fastlin => "convex outer polytope / Fast-Lin",
         Method::Lipschitz => "Lipschitz-regularised",
+        Method::Sabr => "SABR (small boxes)",
+        Method::MtlIbp => "MTL-IBP",
+        Method::CcIbp => "CC-IBP",
+        Method::ExpIbp => "Exp-IBP",
     }
 }
 

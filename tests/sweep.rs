@@ -166,6 +166,37 @@ fn a_bad_point_is_refused_before_anything_starts() {
     assert!(!out.exists());
 }
 
+#[test]
+fn a_point_that_cannot_fit_is_refused_before_any_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("mem.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"mem\"\nbase = \"{}\"\n[[axis]]\nkey = \"model.hidden\"\nvalues = [[16, 16], [65536, 65536]]\n",
+            manifest("presets/moons-mlp.toml").display()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = certlab()
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("p0001-s0")
+            && err.contains("model.hidden")
+            && err.contains("nothing was started"),
+        "{err}"
+    );
+    assert!(!out.exists(), "no sweep folder for a sweep that cannot run");
+}
+
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {

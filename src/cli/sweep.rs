@@ -105,6 +105,11 @@ impl SweepArgs {
             return dry_run(file, self.jobs);
         }
         let spec = SweepSpec::load(file)?;
+        if self.backend == Backend::Local {
+            // Every point must fit before the folder is written or anything starts.
+            let points = spec.expand(file.parent().unwrap_or(Path::new(".")))?;
+            check_memory(&points, self.jobs)?;
+        }
         let folder = SweepFolder::create_or_open(file, &self.out)?;
         eprintln!(
             "sweep {} in {}: {} points",
@@ -113,10 +118,7 @@ impl SweepArgs {
             folder.points.len()
         );
         match self.backend {
-            Backend::Local => {
-                check_memory(&folder, self.jobs)?;
-                self.run_local(&folder)
-            }
+            Backend::Local => self.run_local(&folder),
             Backend::Slurm => self.run_slurm(&folder, &spec),
         }
     }
@@ -214,13 +216,13 @@ fn clear(tty: bool) {
 }
 
 /// Refuses, before any point starts, a point that cannot fit in its share of the memory.
-fn check_memory(folder: &SweepFolder, jobs: usize) -> Result<()> {
+fn check_memory(points: &[sweep::Point], jobs: usize) -> Result<()> {
     use crate::train::memory::{available_memory, check};
     let Some(available) = available_memory() else {
         return Ok(());
     };
     let share = available / jobs.max(1) as u64;
-    for p in &folder.points {
+    for p in points {
         if let Err(e) = check(&p.config, share) {
             bail!(
                 "point {} cannot fit with --jobs {jobs} (nothing was started): `{}`: {}",
@@ -257,12 +259,7 @@ fn dry_run(file: &Path, jobs: usize) -> Result<i32> {
             p.id, p.seed, overrides
         );
     }
-    let dummy = SweepFolder {
-        dir: PathBuf::new(),
-        spec,
-        points,
-    };
-    match check_memory(&dummy, jobs) {
+    match check_memory(&points, jobs) {
         Ok(()) => Ok(0),
         Err(e) => {
             eprintln!("error: {e}");

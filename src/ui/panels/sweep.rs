@@ -24,6 +24,9 @@ pub const SWEEPABLE: &[(&str, &str)] = &[
     ("train.batch_size", "batch size"),
     ("train.ramp_epochs", "eps ramp epochs"),
     ("train.pgd_steps", "PGD steps (training)"),
+    ("train.sabr_lambda", "SABR small-box lambda"),
+    ("train.mtl_alpha", "MTL/CC/Exp-IBP alpha"),
+    ("train.shi_reg_weight", "Shi warm-up regularizer weight"),
     ("optimizer.lr", "learning rate"),
     ("optimizer.weight_decay", "weight decay"),
 ];

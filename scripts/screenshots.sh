@@ -14,27 +14,32 @@ chmod 700 "$work/xdg"
 export XDG_RUNTIME_DIR="$work/xdg"
 xrun() { xvfb-run -a -s "-screen 0 1500x950x24" "$@"; }
 
-echo "1/5 the default experiment, trained live"
+echo "1/6 the default experiment, trained live"
 xrun "$BIN" gui --runs-dir "$runs" --size 1400x900 --start --shot-after 30 \
   --shot overview="$OUT/overview.png" --shot tightness="$OUT/tightness.png" \
   --shot decision="$OUT/decision-2d.png"
 
-echo "2/5 Lipschitz-regularised training, live (l_2 balls in the 2-D view)"
+echo "2/6 Lipschitz-regularised training, live (l_2 balls in the 2-D view)"
 xrun "$BIN" gui presets/moons-lip.toml --runs-dir "$work/lip-runs" --size 1400x900 --start --shot-after 30 \
   --shot lipschitz="$OUT/lipschitz.png" --shot decision="$OUT/decision-l2.png"
 
-echo "3/5 the ADMM of Pauli et al. (2021) with an enforced LipSDP bound, live (bounds and primal residual)"
+echo "3/6 the ADMM of Pauli et al. (2021) with an enforced LipSDP bound, live (bounds and primal residual)"
 xrun "$BIN" gui presets/moons-lip-admm.toml --runs-dir "$work/admm-runs" --size 1400x900 --start --shot-after 30 \
   --shot lipschitz="$OUT/lipschitz-admm.png"
 
-echo "4/5 three more methods on the same data, headless"
+echo "4/6 three more methods on the same data, headless"
 for p in moons-pgd moons-ibp moons-crown-ibp; do
   "$BIN" run "presets/$p.toml" --out "$runs/$p" --device cpu >/dev/null 2>"$work/$p.log" \
     || { cat "$work/$p.log"; exit 1; }
 done
 
-echo "5/5 the comparison: every run overlaid, the run table"
+echo "5/6 the comparison: every run overlaid, the run table"
 xrun "$BIN" gui presets/moons-crown-ibp.toml --runs-dir "$runs" --size 1400x900 --overlay-all \
   --shot overview="$OUT/compare.png" --shot tightness="$OUT/compare-tightness.png" \
   --shot runs="$OUT/runs.png"
+echo "6/6 a sweep (training eps x 3 seeds on two moons), its Pareto front and response curve"
+"$BIN" sweep sweeps/moons-eps.toml --out "$runs/sweeps" --jobs 2 >/dev/null 2>"$work/sweep.log" \
+  || { cat "$work/sweep.log"; exit 1; }
+xrun "$BIN" gui presets/moons-crown-ibp.toml --runs-dir "$runs" --size 1400x900 \
+  --sweep "$runs/sweeps/moons-eps" --shot sweep="$OUT/sweep.png"
 ls -l "$OUT"

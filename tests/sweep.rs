@@ -269,6 +269,48 @@ fn a_sweep_killed_with_sigkill_resumes_where_it_stopped() {
     assert!(dir.join("attempts/p0001-s0.1/metrics.jsonl").exists());
 }
 
+#[test]
+fn ctrl_c_stops_every_running_point_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = sweep_file(tmp.path(), "c", "[0.01, 0.02, 0.03]", "[0]", 60);
+    let out = tmp.path().join("out");
+    let dir = out.join("c");
+    let child = certlab()
+        .arg("sweep")
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .args(["--jobs", "2", "--threads", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("two points to train", Duration::from_secs(60), || {
+        ["p0000-s0", "p0001-s0"]
+            .iter()
+            .all(|id| dir.join(id).join("metrics.jsonl").exists())
+    });
+    // SAFETY: signalling the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("run the same command again to resume"),
+        "{err}"
+    );
+    for id in ["p0000-s0", "p0001-s0"] {
+        let s: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(id).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(s["outcome"], "cancelled", "{id}");
+    }
+    assert!(
+        !dir.join("p0002-s0").exists(),
+        "nothing new starts after Ctrl-C"
+    );
+}
+
 /// Stops the one-node cluster whatever the test does.
 struct Cluster(PathBuf);
 

@@ -230,3 +230,34 @@ fn level_color(ui: &Ui, level: Level) -> Color32 {
         Level::Error => ERROR_COLOR,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ExperimentConfig, Norm};
+
+    fn run(name: &str, eps: &[f64], norm: Norm) -> RunSeries {
+        let mut cfg = ExperimentConfig::default_experiment();
+        cfg.eval.eps = eps.to_vec();
+        cfg.eval.norm = norm;
+        RunSeries::new(name.into(), None, cfg, Color32::WHITE)
+    }
+
+    #[test]
+    fn overlays_at_different_eval_eps_or_norms_are_flagged() {
+        let a = run("a", &[0.1], Norm::Linf);
+        let b = run("b", &[0.1], Norm::Linf);
+        let c = run("c", &[0.3], Norm::Linf);
+        let d = run("d", &[0.1], Norm::L2);
+        let none = run("e", &[], Norm::Linf);
+        assert_eq!(
+            incomparable(&[&a, &b, &none]),
+            None,
+            "same eps and norm compare"
+        );
+        let w = incomparable(&[&a, &c]).unwrap();
+        assert!(w.contains("0.1 linf") && w.contains("0.3 linf"), "{w}");
+        let w = incomparable(&[&b, &d]).unwrap();
+        assert!(w.contains("l2"), "{w}");
+    }
+}

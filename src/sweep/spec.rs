@@ -277,7 +277,16 @@ impl SweepSpec {
                 let mut table = base_table.clone();
                 let overrides = self.set.iter().chain(setting.iter());
                 for (key, value) in overrides {
-                    set_key(&mut table, &full, key, value.clone()).map_err(|message| {
+                    // A draw from a range lands between integers; an integer setting rounds it.
+                    let value = match value {
+                        toml::Value::Float(x)
+                            if self.mode == Mode::Random && is_integer(&full, key) =>
+                        {
+                            toml::Value::Integer(x.round() as i64)
+                        }
+                        v => v.clone(),
+                    };
+                    set_key(&mut table, &full, key, value).map_err(|message| {
                         SweepError::Point {
                             point: id.clone(),
                             key: key.clone(),
@@ -329,6 +338,20 @@ fn point_config(
         });
     }
     Ok(cfg)
+}
+
+/// Whether the dotted `key` holds an integer in `full`.
+fn is_integer(full: &toml::Table, key: &str) -> bool {
+    let mut here = full;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        match here.get(*part) {
+            Some(toml::Value::Table(t)) if i + 1 < parts.len() => here = t,
+            Some(v) if i + 1 == parts.len() => return v.is_integer(),
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Writes `value` at the dotted `key` of `table`. The key must exist in `full` (the base
@@ -523,6 +546,18 @@ scale = "log"
         );
         let again = spec(text).expand_from(BASE, "b.toml").unwrap();
         assert_eq!(again[17].config.optimizer.lr, lrs[17]);
+        // An integer setting drawn from a range is rounded, and stays inside it.
+        let ints = spec(
+            "name = \"i\"\nbase = \"b\"\nmode = \"random\"\nsamples = 50\n[[axis]]\nkey = \"train.epochs\"\nrange = [2.0, 9.0]\n",
+        )
+        .expand_from(BASE, "b")
+        .unwrap();
+        assert!(ints
+            .iter()
+            .all(|p| (2..=9).contains(&p.config.train.epochs)));
+        assert!(ints
+            .iter()
+            .any(|p| p.config.train.epochs != ints[0].config.train.epochs));
     }
 
     #[test]

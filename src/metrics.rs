@@ -78,6 +78,28 @@ pub struct EvalRecord {
     /// Relaxation-gap statistics (Zhu et al. 2020).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<GapStats>,
+    /// Randomized-smoothing certified accuracy against the radius (`[eval.smoothing]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smoothing: Option<SmoothingCurve>,
+}
+
+/// Certified accuracy of the smoothed classifier against the radius (Cohen et al. 2019): the
+/// fraction of the certified points that CERTIFY classifies correctly with radius >= `radii[i]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmoothingCurve {
+    pub radii: Vec<f64>,
+    pub cert_acc: Vec<f64>,
+    /// Fraction of the points where CERTIFY abstains.
+    pub abstain: f64,
+    /// The norm of the radii: `l2` (Gaussian noise) or `l1` (Laplace, uniform).
+    pub norm: String,
+    /// The noise and its levels (best certificate over the levels).
+    pub noise: String,
+    pub sigma: Vec<f64>,
+    pub points: usize,
+    /// Wall-clock seconds per certified point (all levels).
+    pub secs_per_point: f64,
 }
 
 /// Robust evaluation at one eps.
@@ -194,6 +216,10 @@ pub mod key {
     pub const LOSS_R1: &str = "r1";
     pub const LOSS_R2: &str = "r2";
     pub const LOSS_LIPSCHITZ: &str = "lipschitz";
+    /// `loss_parts`: cross-entropy on noisy inputs (`method = "gaussian"`).
+    pub const LOSS_NOISY_CE: &str = "noisy_ce";
+    /// `cert_acc`: randomized smoothing (Cohen et al. 2019) at the eval eps, in the noise's norm.
+    pub const SMOOTHING_CERT: &str = "smoothing";
     /// The extra `lipschitz` keys in the order the Lipschitz tab colours them.
     pub const LIPSCHITZ_EXTRA: [&str; 5] = [
         TRAIN_BOUND,

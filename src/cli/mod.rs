@@ -1,5 +1,5 @@
-//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz`,
-//! one file per subcommand, each a clap `Args` struct with a `run` method.
+//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz |
+//! smooth`, one file per subcommand, each a clap `Args` struct with a `run` method.
 mod bench;
 mod bounds;
 mod eval;
@@ -7,6 +7,7 @@ mod gui;
 mod lipschitz;
 mod run;
 mod runs;
+mod smooth;
 mod trained;
 
 pub use bench::fashion_mlp_config;
@@ -49,6 +50,9 @@ pub enum Cmd {
     Lipschitz(lipschitz::LipschitzArgs),
     /// Measure training throughput (samples/s) of one epoch.
     Bench(bench::BenchArgs),
+    /// Randomized-smoothing certificates (Cohen et al. 2019) of a trained run's first test
+    /// points: CERTIFY's class and radius per point, certified accuracy at a list of radii.
+    Smooth(smooth::SmoothArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -71,6 +75,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Some(Cmd::Eval(args)) => args.run(),
         Some(Cmd::Lipschitz(args)) => args.run().map(|_| 0),
         Some(Cmd::Bench(args)) => args.run().map(|_| 0),
+        Some(Cmd::Smooth(args)) => args.run().map(|_| 0),
     }
 }
 

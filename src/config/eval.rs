@@ -1,5 +1,5 @@
 //! `[eval]`: the radii, bound methods, PGD attack and Lipschitz estimators of each evaluation.
-use super::{check_eps, Norm};
+use super::{check_eps, Norm, SmoothingConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +19,9 @@ pub struct EvalConfig {
     pub every_epochs: u32,
     /// Lipschitz estimators reported per evaluation: power, gram, exact, product, lipsdp, empirical.
     pub lipschitz: Vec<Estimator>,
+    /// Randomized-smoothing certification (`[eval.smoothing]`; off without `sigma`).
+    #[serde(skip_serializing_if = "SmoothingConfig::is_off")]
+    pub smoothing: SmoothingConfig,
 }
 
 impl Default for EvalConfig {
@@ -32,6 +35,7 @@ impl Default for EvalConfig {
             robust_subset: 500,
             every_epochs: 1,
             lipschitz: vec![],
+            smoothing: SmoothingConfig::default(),
         }
     }
 }
@@ -62,6 +66,7 @@ impl EvalConfig {
         if self.every_epochs == 0 {
             bad("eval.every_epochs", "must be >= 1".into());
         }
+        self.smoothing.validate(bad);
     }
 }
 

@@ -1,5 +1,5 @@
 //! `[train]`: the training method, its perturbation schedule, regularizers and Lipschitz control.
-use super::check_eps;
+use super::{check_eps, Noise};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -20,16 +20,20 @@ pub enum Method {
     /// Cross-entropy plus `lip_weight` times a differentiable Lipschitz bound (Pauli et al.
     /// 2021); with `lip_target` > 0 the bound is also enforced after every step.
     Lipschitz,
+    /// Cross-entropy on inputs plus noise (`train.noise`, `train.noise_sigma`): the base
+    /// classifier of randomized smoothing (Cohen et al. 2019).
+    Gaussian,
 }
 
 impl Method {
-    pub const ALL: [Method; 6] = [
+    pub const ALL: [Method; 7] = [
         Method::Standard,
         Method::Pgd,
         Method::Ibp,
         Method::CrownIbp,
         Method::Fastlin,
         Method::Lipschitz,
+        Method::Gaussian,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -39,11 +43,15 @@ impl Method {
             Method::CrownIbp => "crown-ibp",
             Method::Fastlin => "fastlin",
             Method::Lipschitz => "lipschitz",
+            Method::Gaussian => "gaussian",
         }
     }
     /// Whether the method's loss uses the perturbation radius.
     pub fn uses_eps(self) -> bool {
-        !matches!(self, Method::Standard | Method::Lipschitz)
+        !matches!(
+            self,
+            Method::Standard | Method::Lipschitz | Method::Gaussian
+        )
     }
 }
 
@@ -183,6 +191,10 @@ pub struct TrainConfig {
     pub lip_bound: LipBound,
     /// `lip_bound = "admm"`: the augmented-Lagrangian penalty (ADMM's rho).
     pub admm_penalty: f64,
+    /// Noise added to the training inputs (`gaussian`; noise augmentation under `pgd`): its
+    /// per-coordinate standard deviation (0 = none) and distribution.
+    pub noise_sigma: f64,
+    pub noise: Noise,
 }
 
 impl Default for TrainConfig {
@@ -210,6 +222,8 @@ impl Default for TrainConfig {
             lip_target: 0.0,
             lip_bound: LipBound::Gram,
             admm_penalty: 1.0,
+            noise_sigma: 0.0,
+            noise: Noise::Gaussian,
         }
     }
 }
@@ -226,6 +240,31 @@ impl TrainConfig {
         self.validate_schedule(bad);
         self.validate_tightness(bad);
         self.validate_lipschitz(bad);
+        self.validate_noise(bad);
+    }
+
+    /// `train.noise_sigma`: needed by `gaussian`, allowed as augmentation under `pgd`.
+    fn validate_noise(&self, bad: &mut impl FnMut(&str, String)) {
+        let s = self.noise_sigma;
+        if !(s.is_finite() && (0.0..=100.0).contains(&s)) {
+            bad(
+                "train.noise_sigma",
+                format!("{s} is out of range: expected 0 <= sigma <= 100"),
+            );
+        } else if self.method == Method::Gaussian && s == 0.0 {
+            bad(
+                "train.noise_sigma",
+                "method `gaussian` trains on noisy inputs: noise_sigma must be > 0".into(),
+            );
+        } else if s > 0.0 && !matches!(self.method, Method::Gaussian | Method::Pgd) {
+            bad(
+                "train.noise_sigma",
+                format!(
+                    "noise is added under `gaussian` and `pgd` training, not `{}`: set 0",
+                    self.method.name()
+                ),
+            );
+        }
     }
 
     /// Length of the run, batch size, eps and the CROWN-IBP / IBP mixing weights.

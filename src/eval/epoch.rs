@@ -2,6 +2,7 @@
 //! none, and at the end of a run), PGD and certified accuracy at every eval eps on its fixed
 //! robust subset, the l_2 certificate from a Lipschitz bound, the
 //! Lipschitz estimates, and the tightness statistics of the relaxation (Zhu et al. 2020).
+use super::smoothing::{self, SmoothParams};
 use super::{clean_accuracy, decision_map, robust_eval, specs_from_config, RobustSpec};
 use crate::bounds::{self, Ball};
 use crate::config::{BoundMethod, Estimator, ExperimentConfig, Method, Norm};
@@ -51,6 +52,8 @@ pub struct Evaluator {
     /// Whether to report the l_2 certificate from a Lipschitz bound (`cert_acc["lipschitz"]`).
     lip_certificate: bool,
     gap_method: Option<BoundMethod>,
+    /// Randomized smoothing (`[eval.smoothing]`) and how many points of the subset it certifies.
+    smoothing: Option<(SmoothParams, i64)>,
 }
 
 /// Why an evaluation did not finish.
@@ -109,6 +112,10 @@ impl Evaluator {
                 || cfg.train.method == Method::Lipschitz
                 || !cfg.eval.lipschitz.is_empty(),
             gap_method: gap_method(cfg),
+            smoothing: (!cfg.eval.smoothing.is_off()).then(|| {
+                let s = &cfg.eval.smoothing;
+                (SmoothParams::from_config(s), (s.points as i64).min(n))
+            }),
         }
     }
 
@@ -164,8 +171,43 @@ impl Evaluator {
                 Err(e) => listener.log(Level::Warn, format!("Lipschitz estimates: {e}")),
             }
         }
+        if self.smoothing.is_some() {
+            part("randomized smoothing");
+            self.smoothing_certificate(net, rec, listener)?;
+        }
         part("tightness statistics");
         self.gap_stats(net, rec);
+        Ok(())
+    }
+
+    /// CERTIFY (Cohen et al. 2019) on the first `eval.smoothing.points` of the robust subset:
+    /// `cert_acc["smoothing"]` at every eval eps (the eval ball inside the noise norm's ball, see
+    /// [`smoothing::radius_in`]) and the certified-accuracy curve.
+    fn smoothing_certificate(
+        &self,
+        net: &Network,
+        rec: &mut EvalRecord,
+        listener: &mut dyn EvalListener,
+    ) -> Result<(), Interrupted> {
+        let Some((params, points)) = &self.smoothing else {
+            return Ok(());
+        };
+        let x = self.robust_x.narrow(0, 0, *points);
+        let labels = Vec::<i64>::try_from(self.robust_y.narrow(0, 0, *points)).unwrap_or_default();
+        let (certs, secs) = smoothing::certify_timed(net, &x, params, &mut |i| {
+            i % 8 == 0 && listener.should_stop()
+        })
+        .ok_or(Interrupted)?;
+        for (i, spec) in self.specs.iter().enumerate() {
+            let r = smoothing::radius_in(params.radius_norm(), spec.eps, spec.norm, self.input_dim);
+            let acc = smoothing::certified_accuracy(&certs, &labels, r);
+            if i == 0 {
+                rec.cert_acc.insert(key::SMOOTHING_CERT.into(), acc);
+            } else if let Some(e) = rec.more_eps.get_mut(i - 1) {
+                e.cert_acc.insert(key::SMOOTHING_CERT.into(), acc);
+            }
+        }
+        rec.smoothing = Some(smoothing::curve(&certs, &labels, params, secs));
         Ok(())
     }
 

@@ -231,7 +231,7 @@ fn training_bound_bytes(cfg: &ExperimentConfig, s: &Sizes, net: &Shapes) -> u64 
     let b = batch(cfg, s);
     let ibp = 2 * activation_bytes(cfg, s, net);
     match cfg.train.method {
-        Method::Standard | Method::Lipschitz => 0,
+        Method::Standard | Method::Lipschitz | Method::Gaussian => 0,
         // One more forward and backward per attack step, and a few input-sized copies.
         Method::Pgd => activation_bytes(cfg, s, net) + 4 * 4 * numel(&s.input) * b,
         Method::Ibp => ibp,

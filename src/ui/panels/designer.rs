@@ -481,6 +481,11 @@ fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
                 });
             }
         }
+        Method::Gaussian => {
+            row(ui, "Noise sigma", problems, "train.noise_sigma", |ui| {
+                ui.add(egui::DragValue::new(&mut t.noise_sigma).speed(0.01))
+            });
+        }
         Method::Standard => {}
     }
 }
@@ -493,6 +498,7 @@ pub fn method_label(m: Method) -> &'static str {
         Method::CrownIbp => "CROWN-IBP",
         Method::Fastlin => "convex outer polytope / Fast-Lin",
         Method::Lipschitz => "Lipschitz-regularised",
+        Method::Gaussian => "Gaussian noise (smoothing)",
     }
 }
 

@@ -17,7 +17,8 @@ pub struct EvalConfig {
     pub robust_subset: usize,
     /// Evaluate every this many epochs (the last epoch is always evaluated).
     pub every_epochs: u32,
-    /// Lipschitz estimators reported per evaluation: power, gram, exact, product, lipsdp, empirical.
+    /// Lipschitz estimators reported per evaluation: power, gram, exact, toeplitz, product,
+    /// lipsdp, empirical.
     pub lipschitz: Vec<Estimator>,
     /// Randomized-smoothing certification (`[eval.smoothing]`; off without `sigma`).
     #[serde(skip_serializing_if = "SmoothingConfig::is_off")]
@@ -121,16 +122,21 @@ pub enum Estimator {
     Lipsdp,
     /// The largest local Jacobian norm found near data points: a lower bound.
     Empirical,
+    /// Per layer: for convs the Toeplitz bound (Araujo et al. 2021), the supremum over
+    /// frequencies of the kernel's matrix-valued trigonometric polynomial (a grid maximum with a
+    /// guaranteed correction), which bounds the layer on every input size; exact for dense layers.
+    Toeplitz,
 }
 
 impl Estimator {
-    pub const ALL: [Estimator; 6] = [
+    pub const ALL: [Estimator; 7] = [
         Estimator::Power,
         Estimator::Gram,
         Estimator::Exact,
         Estimator::Product,
         Estimator::Lipsdp,
         Estimator::Empirical,
+        Estimator::Toeplitz,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -140,6 +146,7 @@ impl Estimator {
             Estimator::Product => "product",
             Estimator::Lipsdp => "lipsdp",
             Estimator::Empirical => "empirical",
+            Estimator::Toeplitz => "toeplitz",
         }
     }
     pub fn parse(s: &str) -> Option<Estimator> {
@@ -157,7 +164,10 @@ impl Estimator {
     }
     /// Whether the estimator has a per-layer value.
     pub fn per_layer(self) -> bool {
-        matches!(self, Estimator::Power | Estimator::Gram | Estimator::Exact)
+        matches!(
+            self,
+            Estimator::Power | Estimator::Gram | Estimator::Exact | Estimator::Toeplitz
+        )
     }
 }
 

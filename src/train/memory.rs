@@ -98,6 +98,7 @@ fn layer_shapes(specs: &[LayerSpec], input: &[i64]) -> Vec<Vec<i64>> {
         let s = shapes.last().cloned().unwrap_or_default();
         let out = match spec {
             LayerSpec::Linear { out_features, .. }
+            | LayerSpec::Circulant { out_features, .. }
             | LayerSpec::Aol { out_features, .. }
             | LayerSpec::Spectral { out_features, .. } => vec![*out_features],
             LayerSpec::Conv2d {
@@ -146,6 +147,11 @@ fn spec_parameters(spec: &LayerSpec) -> u64 {
             in_features: i,
             out_features: o,
         } => o * i + o,
+        // Araujo et al. 2019: a diagonal and a circulant vector of n = max(in, out), a bias.
+        LayerSpec::Circulant {
+            in_features: i,
+            out_features: o,
+        } => 2 * i.max(o) + o,
         LayerSpec::Conv2d {
             in_channels: i,
             out_channels: o,

@@ -20,6 +20,11 @@ pub struct EvalConfig {
     /// Lipschitz estimators reported per evaluation: power, gram, exact, toeplitz, product,
     /// lipsdp, empirical.
     pub lipschitz: Vec<Estimator>,
+    /// Randomized models (`train.method = "rat"`): the prediction is the majority vote over
+    /// this many noise draws...
+    pub noise_draws: u32,
+    /// ...and PGD averages its gradient over this many (expectation over transformation).
+    pub eot_draws: u32,
     /// Randomized-smoothing certification (`[eval.smoothing]`; off without `sigma`).
     #[serde(skip_serializing_if = "SmoothingConfig::is_off")]
     pub smoothing: SmoothingConfig,
@@ -37,6 +42,8 @@ impl Default for EvalConfig {
             every_epochs: 1,
             lipschitz: vec![],
             smoothing: SmoothingConfig::default(),
+            noise_draws: 10,
+            eot_draws: 10,
         }
     }
 }
@@ -68,6 +75,14 @@ impl EvalConfig {
             bad("eval.every_epochs", "must be >= 1".into());
         }
         self.smoothing.validate(bad);
+        for (field, v) in [
+            ("eval.noise_draws", self.noise_draws),
+            ("eval.eot_draws", self.eot_draws),
+        ] {
+            if !(1..=10_000).contains(&v) {
+                bad(field, format!("{v} is out of range: expected 1..=10000"));
+            }
+        }
     }
 }
 

@@ -23,10 +23,14 @@ pub enum Method {
     /// Cross-entropy on inputs plus noise (`train.noise`, `train.noise_sigma`): the base
     /// classifier of randomized smoothing (Cohen et al. 2019).
     Gaussian,
+    /// Randomized adversarial training (Araujo et al. 2019): PGD training against the model
+    /// with noise (`train.noise`, `train.noise_sigma`) at its input, which stays at inference:
+    /// the prediction is the majority over `eval.noise_draws` draws, attacked with EOT.
+    Rat,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::Standard,
         Method::Pgd,
         Method::Ibp,
@@ -34,6 +38,7 @@ impl Method {
         Method::Fastlin,
         Method::Lipschitz,
         Method::Gaussian,
+        Method::Rat,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -44,6 +49,7 @@ impl Method {
             Method::Fastlin => "fastlin",
             Method::Lipschitz => "lipschitz",
             Method::Gaussian => "gaussian",
+            Method::Rat => "rat",
         }
     }
     /// Whether the method's loss uses the perturbation radius.
@@ -229,6 +235,11 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The noise a randomized model (`rat`) draws at its input, at training and inference.
+    pub fn randomized(&self) -> Option<(super::Noise, f64)> {
+        (self.method == Method::Rat).then_some((self.noise, self.noise_sigma))
+    }
+
     /// Whether the run trains by ADMM (`method = "lipschitz"`, `lip_bound = "admm"`).
     pub fn uses_admm(&self) -> bool {
         self.method == Method::Lipschitz && self.lip_bound == LipBound::Admm
@@ -243,7 +254,7 @@ impl TrainConfig {
         self.validate_noise(bad);
     }
 
-    /// `train.noise_sigma`: needed by `gaussian`, allowed as augmentation under `pgd`.
+    /// `train.noise_sigma`: needed by `gaussian` and `rat`, allowed as augmentation under `pgd`.
     fn validate_noise(&self, bad: &mut impl FnMut(&str, String)) {
         let s = self.noise_sigma;
         if !(s.is_finite() && (0.0..=100.0).contains(&s)) {
@@ -251,12 +262,15 @@ impl TrainConfig {
                 "train.noise_sigma",
                 format!("{s} is out of range: expected 0 <= sigma <= 100"),
             );
-        } else if self.method == Method::Gaussian && s == 0.0 {
+        } else if matches!(self.method, Method::Gaussian | Method::Rat) && s == 0.0 {
             bad(
                 "train.noise_sigma",
-                "method `gaussian` trains on noisy inputs: noise_sigma must be > 0".into(),
+                format!(
+                    "method `{}` trains on noisy inputs: noise_sigma must be > 0",
+                    self.method.name()
+                ),
             );
-        } else if s > 0.0 && !matches!(self.method, Method::Gaussian | Method::Pgd) {
+        } else if s > 0.0 && !matches!(self.method, Method::Gaussian | Method::Pgd | Method::Rat) {
             bad(
                 "train.noise_sigma",
                 format!(
@@ -387,7 +401,8 @@ impl TrainConfig {
 
     /// PGD training's steps and step size.
     pub(super) fn validate_pgd(&self, bad: &mut impl FnMut(&str, String)) {
-        if self.method == Method::Pgd && !(1..=1000).contains(&self.pgd_steps) {
+        if matches!(self.method, Method::Pgd | Method::Rat) && !(1..=1000).contains(&self.pgd_steps)
+        {
             bad(
                 "train.pgd_steps",
                 format!("{} is out of range: expected 1..=1000", self.pgd_steps),

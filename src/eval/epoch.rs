@@ -2,6 +2,7 @@
 //! none, and at the end of a run), PGD and certified accuracy at every eval eps on its fixed
 //! robust subset, the l_2 certificate from a Lipschitz bound, the
 //! Lipschitz estimates, and the tightness statistics of the relaxation (Zhu et al. 2020).
+use super::noisy::{noisy_accuracy, noisy_robust_eval, InputNoise};
 use super::smoothing::{self, SmoothParams};
 use super::{clean_accuracy, decision_map, robust_eval, specs_from_config, RobustSpec};
 use crate::bounds::{self, Ball};
@@ -54,6 +55,8 @@ pub struct Evaluator {
     gap_method: Option<BoundMethod>,
     /// Randomized smoothing (`[eval.smoothing]`) and how many points of the subset it certifies.
     smoothing: Option<(SmoothParams, i64)>,
+    /// A randomized model (`rat`): its input noise and `(eval.noise_draws, eval.eot_draws)`.
+    randomized: Option<(InputNoise, (u32, u32))>,
 }
 
 /// Why an evaluation did not finish.
@@ -112,6 +115,10 @@ impl Evaluator {
                 || cfg.train.method == Method::Lipschitz
                 || !cfg.eval.lipschitz.is_empty(),
             gap_method: gap_method(cfg),
+            randomized: cfg.train.randomized().map(|(noise, sigma)| {
+                let draws = (cfg.eval.noise_draws, cfg.eval.eot_draws);
+                (InputNoise { noise, sigma }, draws)
+            }),
             smoothing: (!cfg.eval.smoothing.is_off()).then(|| {
                 let s = &cfg.eval.smoothing;
                 (SmoothParams::from_config(s), (s.points as i64).min(n))
@@ -134,13 +141,23 @@ impl Evaluator {
         let epoch = rec.epoch;
         let part = |what: &str| set_phase(format!("evaluating epoch {epoch} ({what})"));
         part("clean accuracy");
-        rec.clean_acc = clean_accuracy(net, &self.x, &self.y, 1024);
+        rec.clean_acc = match self.randomized {
+            Some((noise, draws)) => {
+                noisy_accuracy(net, &self.x, &self.y, None, noise, draws, 1024).0
+            }
+            None => clean_accuracy(net, &self.x, &self.y, 1024),
+        };
         for (i, spec) in self.specs.iter().enumerate() {
             if listener.should_stop() {
                 return Err(Interrupted);
             }
             part(&format!("robust accuracy at eps {}", spec.eps));
-            let report = robust_eval(net, &self.robust_x, &self.robust_y, spec, 256);
+            let report = match self.randomized {
+                Some((noise, draws)) => {
+                    noisy_robust_eval(net, &self.robust_x, &self.robust_y, spec, noise, draws)
+                }
+                None => robust_eval(net, &self.robust_x, &self.robust_y, spec, 256),
+            };
             for v in &report.violations {
                 listener.log(Level::Error, v.to_string());
             }

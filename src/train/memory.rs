@@ -239,7 +239,7 @@ fn training_bound_bytes(cfg: &ExperimentConfig, s: &Sizes, net: &Shapes) -> u64 
     match cfg.train.method {
         Method::Standard | Method::Lipschitz | Method::Gaussian => 0,
         // One more forward and backward per attack step, and a few input-sized copies.
-        Method::Pgd => activation_bytes(cfg, s, net) + 4 * 4 * numel(&s.input) * b,
+        Method::Pgd | Method::Rat => activation_bytes(cfg, s, net) + 4 * 4 * numel(&s.input) * b,
         Method::Ibp => ibp,
         // Coefficient matrices [batch, classes, neurons] per layer, lower and upper.
         Method::CrownIbp => ibp + 2 * 4 * s.classes as u64 * net.outputs() * b,

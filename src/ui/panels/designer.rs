@@ -3,7 +3,7 @@
 use super::{Action, ERROR_COLOR};
 use crate::config::{
     Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
-    LipBound, LrSchedule, Method, Norm, OptimizerKind, Ramp, TrainConfig,
+    LipBound, LrSchedule, Method, Noise, Norm, OptimizerKind, Ramp, SmoothingConfig, TrainConfig,
 };
 use crate::worker;
 use egui::{RichText, Ui};
@@ -401,8 +401,80 @@ impl Designer {
                 "eval.lipschitz",
                 |ui| checkbox_list(ui, &mut e.lipschitz, &Estimator::ALL, Estimator::name),
             );
+            smoothing_fields_ui(ui, &mut e.smoothing, problems);
         });
     }
+}
+
+/// `[eval.smoothing]`: the noise levels (none: off) and, when on, the noise and the Monte
+/// Carlo budget of CERTIFY.
+fn smoothing_fields_ui(ui: &mut Ui, s: &mut SmoothingConfig, problems: &[FieldError]) {
+    row(
+        ui,
+        "Smoothing sigma (none = off)",
+        problems,
+        "eval.smoothing.sigma",
+        |ui| {
+            ui.horizontal(|ui| {
+                for (i, v) in s.sigma.iter_mut().enumerate() {
+                    let l = ui.label(format!("σ{}", i + 1));
+                    ui.add(egui::DragValue::new(v).speed(0.01).max_decimals(3))
+                        .labelled_by(l.id);
+                }
+                if ui.button("+").on_hover_text("add a noise level").clicked() {
+                    let next = s.sigma.last().map_or(0.25, |v| v * 2.0);
+                    s.sigma.push(next);
+                }
+                if !s.sigma.is_empty() && ui.button("−").on_hover_text("remove the last").clicked()
+                {
+                    s.sigma.pop();
+                }
+            })
+            .response
+        },
+    );
+    if s.is_off() {
+        return;
+    }
+    let noises: Vec<(Noise, &str)> = Noise::ALL.iter().map(|n| (*n, n.name())).collect();
+    row(
+        ui,
+        "Smoothing noise",
+        problems,
+        "eval.smoothing.noise",
+        |ui| combo(ui, "smoothing-noise", &mut s.noise, &noises),
+    );
+    row(
+        ui,
+        "Selection samples n0",
+        problems,
+        "eval.smoothing.n0",
+        |ui| ui.add(egui::DragValue::new(&mut s.n0).speed(10)),
+    );
+    row(
+        ui,
+        "Counting samples n",
+        problems,
+        "eval.smoothing.n",
+        |ui| ui.add(egui::DragValue::new(&mut s.n).speed(100)),
+    );
+    row(ui, "Alpha", problems, "eval.smoothing.alpha", |ui| {
+        ui.add(
+            egui::DragValue::new(&mut s.alpha)
+                .speed(0.0001)
+                .max_decimals(5),
+        )
+    });
+    row(ui, "Noise batch", problems, "eval.smoothing.batch", |ui| {
+        ui.add(egui::DragValue::new(&mut s.batch).speed(10))
+    });
+    row(
+        ui,
+        "Certified points",
+        problems,
+        "eval.smoothing.points",
+        |ui| ui.add(egui::DragValue::new(&mut s.points).speed(1)),
+    );
 }
 
 /// The training fields of `t.method` alone (PGD steps, CROWN-IBP schedule, regularizer
@@ -416,6 +488,16 @@ fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
             row(ui, "Step / eps", problems, "train.pgd_step_ratio", |ui| {
                 ui.add(egui::DragValue::new(&mut t.pgd_step_ratio).speed(0.01))
             });
+            noise_fields_ui(ui, t, problems, "Noise sigma (0 = none)");
+        }
+        Method::Rat => {
+            row(ui, "PGD steps", problems, "train.pgd_steps", |ui| {
+                ui.add(egui::DragValue::new(&mut t.pgd_steps))
+            });
+            row(ui, "Step / eps", problems, "train.pgd_step_ratio", |ui| {
+                ui.add(egui::DragValue::new(&mut t.pgd_step_ratio).speed(0.01))
+            });
+            noise_fields_ui(ui, t, problems, "Noise sigma");
         }
         Method::Ibp | Method::CrownIbp | Method::Fastlin => {
             if t.method == Method::CrownIbp {
@@ -481,12 +563,21 @@ fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
                 });
             }
         }
-        Method::Gaussian => {
-            row(ui, "Noise sigma", problems, "train.noise_sigma", |ui| {
-                ui.add(egui::DragValue::new(&mut t.noise_sigma).speed(0.01))
-            });
-        }
+        Method::Gaussian => noise_fields_ui(ui, t, problems, "Noise sigma"),
         Method::Standard => {}
+    }
+}
+
+/// The training noise: its level and distribution (`gaussian`; augmentation under `pgd`).
+fn noise_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError], label: &str) {
+    row(ui, label, problems, "train.noise_sigma", |ui| {
+        ui.add(egui::DragValue::new(&mut t.noise_sigma).speed(0.01))
+    });
+    if t.noise_sigma > 0.0 {
+        let noises: Vec<(Noise, &str)> = Noise::ALL.iter().map(|n| (*n, n.name())).collect();
+        row(ui, "Noise", problems, "train.noise", |ui| {
+            combo(ui, "train-noise", &mut t.noise, &noises)
+        });
     }
 }
 
@@ -499,6 +590,7 @@ pub fn method_label(m: Method) -> &'static str {
         Method::Fastlin => "convex outer polytope / Fast-Lin",
         Method::Lipschitz => "Lipschitz-regularised",
         Method::Gaussian => "Gaussian noise (smoothing)",
+        Method::Rat => "randomized adversarial (RAT)",
     }
 }
 

@@ -7,6 +7,7 @@ pub mod lipschitz;
 pub mod log;
 pub mod overview;
 pub mod runs;
+pub mod smoothing;
 pub mod tightness;
 pub mod toolbar;
 
@@ -16,6 +17,7 @@ pub use lipschitz::LipschitzPanel;
 pub use log::{LogLine, LogPanel};
 pub use overview::OverviewPanel;
 pub use runs::RunsPanel;
+pub use smoothing::SmoothingPanel;
 pub use tightness::TightnessPanel;
 pub use toolbar::{Notice, Toolbar};
 
@@ -51,13 +53,15 @@ pub enum Tab {
     Lipschitz,
     Decision,
     Runs,
+    Smoothing,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Overview,
         Tab::Tightness,
         Tab::Lipschitz,
+        Tab::Smoothing,
         Tab::Decision,
         Tab::Runs,
     ];
@@ -68,6 +72,7 @@ impl Tab {
             Tab::Lipschitz => "Lipschitz",
             Tab::Decision => "2-D view",
             Tab::Runs => "Runs",
+            Tab::Smoothing => "Smoothing",
         }
     }
     pub fn parse(s: &str) -> Option<Tab> {
@@ -77,6 +82,7 @@ impl Tab {
             "lipschitz" => Some(Tab::Lipschitz),
             "decision" | "2d" => Some(Tab::Decision),
             "runs" | "compare" => Some(Tab::Runs),
+            "smoothing" => Some(Tab::Smoothing),
             _ => None,
         }
     }
@@ -90,6 +96,7 @@ pub struct Tabs {
     pub lipschitz: LipschitzPanel,
     pub decision: DecisionPanel,
     pub runs: RunsPanel,
+    pub smoothing: SmoothingPanel,
 }
 
 impl Tabs {
@@ -113,6 +120,7 @@ impl Tabs {
             Tab::Overview => self.overview.ui(ui, &library.visible(live_series)),
             Tab::Tightness => self.tightness.ui(ui, &library.visible(live_series)),
             Tab::Lipschitz => self.lipschitz.ui(ui, &library.visible(live_series)),
+            Tab::Smoothing => self.smoothing.ui(ui, &library.visible(live_series)),
             Tab::Decision => {
                 self.decision.ui(ui, live.as_deref());
                 Vec::new()

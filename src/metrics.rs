@@ -78,6 +78,10 @@ pub struct EvalRecord {
     /// Relaxation-gap statistics (Zhu et al. 2020).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<GapStats>,
+    /// The l_inf vs l_2 view (`eval.cross_norm`): PGD accuracy keyed by attack norm (`linf`,
+    /// `l2`), then by radius: the run's own norm at the eval eps, the other at `eval.cross_eps`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cross_norm: BTreeMap<String, BTreeMap<String, f64>>,
     /// Randomized-smoothing certified accuracy against the radius (`[eval.smoothing]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smoothing: Option<SmoothingCurve>,

@@ -25,6 +25,10 @@ pub struct EvalConfig {
     pub noise_draws: u32,
     /// ...and PGD averages its gradient over this many (expectation over transformation).
     pub eot_draws: u32,
+    /// The l_inf vs l_2 view (Araujo et al. 2020): also attack with the other norm than
+    /// `eval.norm` at the radii `cross_eps` (PGD accuracy, `cross_norm` in the record).
+    pub cross_norm: bool,
+    pub cross_eps: Vec<f64>,
     /// Randomized-smoothing certification (`[eval.smoothing]`; off without `sigma`).
     #[serde(skip_serializing_if = "SmoothingConfig::is_off")]
     pub smoothing: SmoothingConfig,
@@ -44,6 +48,8 @@ impl Default for EvalConfig {
             smoothing: SmoothingConfig::default(),
             noise_draws: 10,
             eot_draws: 10,
+            cross_norm: false,
+            cross_eps: vec![],
         }
     }
 }
@@ -75,6 +81,16 @@ impl EvalConfig {
             bad("eval.every_epochs", "must be >= 1".into());
         }
         self.smoothing.validate(bad);
+        for (i, &eps) in self.cross_eps.iter().enumerate() {
+            check_eps(bad, &format!("eval.cross_eps[{i}]"), eps);
+        }
+        if self.cross_norm && (self.cross_eps.is_empty() || self.pgd_steps == 0) {
+            bad(
+                "eval.cross_norm",
+                "attacking with the other norm needs eval.cross_eps radii and eval.pgd_steps > 0"
+                    .into(),
+            );
+        }
         for (field, v) in [
             ("eval.noise_draws", self.noise_draws),
             ("eval.eot_draws", self.eot_draws),

@@ -13,6 +13,7 @@ use crate::lipschitz;
 use crate::metrics::{key, DecisionMap, EvalRecord, Split};
 use crate::model::Network;
 use crate::protocol::Level;
+use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
 /// Gram iterations of the body bound in the l_2 Lipschitz certificate (double precision; more
@@ -55,6 +56,8 @@ pub struct Evaluator {
     gap_method: Option<BoundMethod>,
     /// Randomized smoothing (`[eval.smoothing]`) and how many points of the subset it certifies.
     smoothing: Option<(SmoothParams, i64)>,
+    /// `eval.cross_norm`: PGD with the other norm at `eval.cross_eps`.
+    cross: Option<Vec<RobustSpec>>,
     /// A randomized model (`rat`): its input noise and `(eval.noise_draws, eval.eot_draws)`.
     randomized: Option<(InputNoise, (u32, u32))>,
 }
@@ -115,6 +118,26 @@ impl Evaluator {
                 || cfg.train.method == Method::Lipschitz
                 || !cfg.eval.lipschitz.is_empty(),
             gap_method: gap_method(cfg),
+            cross: cfg.eval.cross_norm.then(|| {
+                let other = match cfg.eval.norm {
+                    Norm::Linf => Norm::L2,
+                    Norm::L2 => Norm::Linf,
+                };
+                let specs = specs_from_config(cfg);
+                let Some(own) = specs.first() else {
+                    return vec![];
+                };
+                cfg.eval
+                    .cross_eps
+                    .iter()
+                    .map(|&eps| RobustSpec {
+                        eps,
+                        norm: other,
+                        bounds: vec![],
+                        ..own.clone()
+                    })
+                    .collect()
+            }),
             randomized: cfg.train.randomized().map(|(noise, sigma)| {
                 let draws = (cfg.eval.noise_draws, cfg.eval.eot_draws);
                 (InputNoise { noise, sigma }, draws)
@@ -171,6 +194,10 @@ impl Evaluator {
                 rec.more_eps.push(r);
             }
         }
+        if let Some(cross) = &self.cross {
+            part("attacks with the other norm");
+            self.cross_norm(net, rec, cross);
+        }
         if self.lip_certificate {
             part("Lipschitz certificate");
             self.lipschitz_certificate(net, rec);
@@ -195,6 +222,30 @@ impl Evaluator {
         part("tightness statistics");
         self.gap_stats(net, rec);
         Ok(())
+    }
+
+    /// `cross_norm`: PGD accuracy under both norms, the run's own at the eval eps (already
+    /// measured) and the other at `eval.cross_eps` (EOT for a randomized model).
+    fn cross_norm(&self, net: &Network, rec: &mut EvalRecord, cross: &[RobustSpec]) {
+        let own_norm = self.specs.first().map_or(Norm::Linf, |s| s.norm);
+        let own: BTreeMap<String, f64> = std::iter::once((rec.eval_eps, rec.pgd_acc))
+            .chain(rec.more_eps.iter().map(|e| (Some(e.eps), e.pgd_acc)))
+            .filter_map(|(eps, acc)| Some((format!("{}", eps?), acc?)))
+            .collect();
+        rec.cross_norm.insert(own_norm.name().into(), own);
+        let (x, y) = (&self.robust_x, &self.robust_y);
+        let mut other = BTreeMap::new();
+        for spec in cross {
+            let report = match self.randomized {
+                Some((noise, draws)) => noisy_robust_eval(net, x, y, spec, noise, draws),
+                None => robust_eval(net, x, y, spec, 256),
+            };
+            if let Some(acc) = report.eval.pgd_acc {
+                other.insert(format!("{}", spec.eps), acc);
+            }
+            rec.cross_norm
+                .insert(spec.norm.name().into(), other.clone());
+        }
     }
 
     /// CERTIFY (Cohen et al. 2019) on the first `eval.smoothing.points` of the robust subset:

@@ -401,9 +401,43 @@ impl Designer {
                 "eval.lipschitz",
                 |ui| checkbox_list(ui, &mut e.lipschitz, &Estimator::ALL, Estimator::name),
             );
+            row(
+                ui,
+                "Attack with the other norm",
+                problems,
+                "eval.cross_norm",
+                |ui| ui.checkbox(&mut e.cross_norm, "PGD under both ℓ∞ and ℓ2"),
+            );
+            if e.cross_norm {
+                row(ui, "Other-norm radii", problems, "eval.cross_eps", |ui| {
+                    value_list_ui(ui, &mut e.cross_eps, "r", 0.5)
+                });
+            }
             smoothing_fields_ui(ui, &mut e.smoothing, problems);
         });
     }
+}
+
+/// A short list of values, each in its own labelled field (`prefix` and its number), with "+"
+/// (the last value doubled, or `first`) and "−" (the last one removed).
+fn value_list_ui(ui: &mut Ui, list: &mut Vec<f64>, prefix: &str, first: f64) -> egui::Response {
+    ui.horizontal(|ui| {
+        for (i, v) in list.iter_mut().enumerate() {
+            let l = ui.label(format!("{prefix}{}", i + 1));
+            ui.add(egui::DragValue::new(v).speed(0.01).max_decimals(3))
+                .labelled_by(l.id);
+        }
+        let add = ui
+            .button("+")
+            .on_hover_text(format!("add a value to {prefix}"));
+        if add.clicked() {
+            list.push(list.last().map_or(first, |v| v * 2.0));
+        }
+        if !list.is_empty() && ui.button("−").on_hover_text("remove the last").clicked() {
+            list.pop();
+        }
+    })
+    .response
 }
 
 /// `[eval.smoothing]`: the noise levels (none: off) and, when on, the noise and the Monte
@@ -414,24 +448,7 @@ fn smoothing_fields_ui(ui: &mut Ui, s: &mut SmoothingConfig, problems: &[FieldEr
         "Smoothing sigma (none = off)",
         problems,
         "eval.smoothing.sigma",
-        |ui| {
-            ui.horizontal(|ui| {
-                for (i, v) in s.sigma.iter_mut().enumerate() {
-                    let l = ui.label(format!("σ{}", i + 1));
-                    ui.add(egui::DragValue::new(v).speed(0.01).max_decimals(3))
-                        .labelled_by(l.id);
-                }
-                if ui.button("+").on_hover_text("add a noise level").clicked() {
-                    let next = s.sigma.last().map_or(0.25, |v| v * 2.0);
-                    s.sigma.push(next);
-                }
-                if !s.sigma.is_empty() && ui.button("−").on_hover_text("remove the last").clicked()
-                {
-                    s.sigma.pop();
-                }
-            })
-            .response
-        },
+        |ui| value_list_ui(ui, &mut s.sigma, "σ", 0.25),
     );
     if s.is_off() {
         return;

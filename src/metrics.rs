@@ -78,6 +78,32 @@ pub struct EvalRecord {
     /// Relaxation-gap statistics (Zhu et al. 2020).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<GapStats>,
+    /// The l_inf vs l_2 view (`eval.cross_norm`): PGD accuracy keyed by attack norm (`linf`,
+    /// `l2`), then by radius: the run's own norm at the eval eps, the other at `eval.cross_eps`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cross_norm: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Randomized-smoothing certified accuracy against the radius (`[eval.smoothing]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smoothing: Option<SmoothingCurve>,
+}
+
+/// Certified accuracy of the smoothed classifier against the radius (Cohen et al. 2019): the
+/// fraction of the certified points that CERTIFY classifies correctly with radius >= `radii[i]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmoothingCurve {
+    pub radii: Vec<f64>,
+    pub cert_acc: Vec<f64>,
+    /// Fraction of the points where CERTIFY abstains.
+    pub abstain: f64,
+    /// The norm of the radii: `l2` (Gaussian noise) or `l1` (Laplace, uniform).
+    pub norm: String,
+    /// The noise and its levels (best certificate over the levels).
+    pub noise: String,
+    pub sigma: Vec<f64>,
+    pub points: usize,
+    /// Wall-clock seconds per certified point (all levels).
+    pub secs_per_point: f64,
 }
 
 /// Robust evaluation at one eps.
@@ -199,6 +225,10 @@ pub mod key {
     /// The warm-up regularizers of Shi et al. (2021): bound tightness, ReLU balance.
     pub const LOSS_SHI_TIGHTNESS: &str = "shi_tightness";
     pub const LOSS_SHI_RELU: &str = "shi_relu";
+    /// `loss_parts`: cross-entropy on noisy inputs (`method = "gaussian"`).
+    pub const LOSS_NOISY_CE: &str = "noisy_ce";
+    /// `cert_acc`: randomized smoothing (Cohen et al. 2019) at the eval eps, in the noise's norm.
+    pub const SMOOTHING_CERT: &str = "smoothing";
     /// The extra `lipschitz` keys in the order the Lipschitz tab colours them.
     pub const LIPSCHITZ_EXTRA: [&str; 5] = [
         TRAIN_BOUND,

@@ -9,6 +9,7 @@
 //! (`u = 2^-24`); with `n` up to a few thousand and row l1 norms of order 10, that is below
 //! `1e-3 max |h|`. Float64's own error is nine orders of magnitude smaller and is not resolved.
 use super::ibp::ibp_bounds;
+use super::walked;
 use super::{certified, margin_lower_of, worst_margin, Ball, BoundMethod};
 use crate::model::{layers_f64, Network};
 use tch::{Kind, Tensor};
@@ -35,7 +36,7 @@ pub fn certify(
     method: BoundMethod,
 ) -> Certification {
     tch::no_grad(|| {
-        let lower = margin_lower_of(&net.layers, net.num_classes, x, y, ball, method);
+        let lower = margin_lower_of(&walked(net), net.num_classes, x, y, ball, method);
         let cert = certified(&lower, y);
         if lower.kind() == Kind::Double {
             return Certification {
@@ -56,7 +57,7 @@ pub fn certify(
                 rechecked,
             };
         }
-        let layers = layers_f64(&net.layers);
+        let layers = layers_f64(&walked(net));
         let xb = x.index_select(0, &idx).to_kind(Kind::Double);
         let yb = y.index_select(0, &idx);
         let exact = margin_lower_of(&layers, net.num_classes, &xb, &yb, ball, method);
@@ -79,7 +80,7 @@ fn largest_magnitude(net: &Network, x: &Tensor, ball: Ball) -> Tensor {
         .amax([1], false)
         .to_kind(Kind::Double)
         + ball.eps;
-    for (lo, hi) in ibp_bounds(&net.layers, x, ball) {
+    for (lo, hi) in ibp_bounds(&walked(net), x, ball) {
         let layer_max = lo.abs().maximum(&hi.abs()).flatten(1, -1).amax([1], false);
         m = m.maximum(&layer_max.to_kind(Kind::Double));
     }

@@ -1,6 +1,7 @@
 //! Memory: the floats a backward pass needs per example, the bytes a certified-training step
 //! keeps, and the splitting of big batches into slices that fit.
 use super::ops::numel;
+use super::walked;
 use super::{Intermediate, Relaxed};
 use crate::linalg::batch_ranges;
 use crate::model::{layer_shapes, Layer, Network};
@@ -27,7 +28,7 @@ fn floats_per_example(layers: &[Layer], shapes: &[Vec<i64>], relaxed: Option<Rel
 /// [`floats_per_example`] per example, measured on the Small convnet with exact bounds.
 pub fn training_bytes(net: &Network, batch: i64, relaxed: Relaxed) -> u64 {
     let shapes = net.layer_shapes();
-    let per = floats_per_example(&net.layers, &shapes, Some(relaxed)) as u64;
+    let per = floats_per_example(&walked(net), &shapes, Some(relaxed)) as u64;
     5 * 4 * per * batch.max(1) as u64
 }
 

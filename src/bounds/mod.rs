@@ -101,7 +101,7 @@ pub struct Relaxed {
 /// Interval bounds `(lower, upper)` of every layer's output, by interval propagation.
 /// Entry `i` bounds the output of layer `i`; the last entry bounds the logits.
 pub fn ibp_layer_bounds(net: &Network, x: &Tensor, ball: Ball) -> Vec<(Tensor, Tensor)> {
-    ibp_bounds(&net.layers, x, ball)
+    ibp_bounds(&walked(net), x, ball)
 }
 
 /// Whether the bound code handles every layer of the network: Linear, Conv2d, ReLU, Flatten
@@ -115,6 +115,19 @@ pub fn check_supported(net: &Network) -> Result<(), String> {
             net.layers[i].kind_name()
         )),
     }
+}
+
+/// The layers as the passes walk them: each layer as it is, a diagonal-circulant layer as the
+/// `Linear` layer of its explicit matrix ([`Layer::as_dense`], differentiable). One entry per
+/// layer, so indices match `net.layers`.
+pub(crate) fn walked(net: &Network) -> Vec<Layer> {
+    net.layers
+        .iter()
+        .map(|l| {
+            l.as_dense()
+                .unwrap_or_else(|| l.map_tensors(&|t| t.shallow_clone()))
+        })
+        .collect()
 }
 
 /// Panics on a layer the passes cannot walk ([`check_supported`] tells beforehand).
@@ -133,7 +146,7 @@ pub fn margin_lower(
     ball: Ball,
     method: BoundMethod,
 ) -> Tensor {
-    margin_lower_of(&net.layers, net.num_classes, x, y, ball, method)
+    margin_lower_of(&walked(net), net.num_classes, x, y, ball, method)
 }
 
 /// [`margin_lower`] of a list of layers (e.g. double-precision copies) with `classes` outputs.
@@ -167,7 +180,7 @@ pub fn margin_lower_relaxed(
     ball: Ball,
     relaxed: Relaxed,
 ) -> Tensor {
-    relaxed_margin_of(&net.layers, net.num_classes, x, y, ball, relaxed)
+    relaxed_margin_of(&walked(net), net.num_classes, x, y, ball, relaxed)
 }
 
 fn relaxed_margin_of(
@@ -197,20 +210,21 @@ pub fn logit_bounds(
     method: BoundMethod,
 ) -> (Tensor, Tensor) {
     let Some(relaxed) = method.relaxed() else {
-        let bounds = ibp_bounds(&net.layers, x, ball);
+        let bounds = ibp_bounds(&walked(net), x, ball);
         let (lo, hi) = &bounds[bounds.len() - 1];
         return (lo.shallow_clone(), hi.shallow_clone());
     };
     let k = net.num_classes;
+    let layers = walked(net);
     let mut run = |start: i64, len: i64| {
         let xb = x.narrow(0, start, len);
-        let r = Relaxer::new(&net.layers, &xb, ball, relaxed);
+        let r = Relaxer::new(&layers, &xb, ball, relaxed);
         let eye = Tensor::eye(k, (x.kind(), x.device()));
         let spec = Tensor::cat(&[&eye, &eye.neg()], 0).unsqueeze(0);
         let lower = r.lower_bound(net.layers.len(), spec);
         vec![lower.narrow(1, 0, k), lower.narrow(1, k, k).neg()]
     };
-    let mut parts = chunked(&net.layers, x, Some(relaxed), &mut run);
+    let mut parts = chunked(&layers, x, Some(relaxed), &mut run);
     let hi = parts.remove(1);
     (parts.remove(0), hi)
 }
@@ -225,14 +239,15 @@ pub fn relu_bounds(
 ) -> Vec<(Tensor, Tensor)> {
     match relaxed {
         None => {
-            let ibp = ibp_bounds(&net.layers, x, ball);
+            let ibp = ibp_bounds(&walked(net), x, ball);
             (1..net.layers.len())
                 .filter(|&i| matches!(net.layers[i], Layer::Relu))
                 .map(|i| (ibp[i - 1].0.shallow_clone(), ibp[i - 1].1.shallow_clone()))
                 .collect()
         }
         Some(relaxed) => {
-            let r = Relaxer::new(&net.layers, x, ball, relaxed);
+            let layers = walked(net);
+            let r = Relaxer::new(&layers, x, ball, relaxed);
             r.lines
                 .iter()
                 .flatten()

@@ -5,6 +5,7 @@
 use super::memory::chunked;
 use super::ops::{select, sum_rest};
 use super::relax::{Relaxer, ReluTrace};
+use super::walked;
 use super::{margin_spec, Ball, BoundMethod, Relaxed};
 use crate::linalg::batch_ranges;
 use crate::metrics::GapStats;
@@ -41,7 +42,7 @@ pub struct Tightness {
 /// (`alpha = 0`) or on `z >= 0` (`alpha = 1`); the upper chord touches at `l` and `u`. When a
 /// row's r2 is 0 the relaxation is exact at `x*_t`, hence `p_t = m_t` (Proposition 1).
 pub fn tightness(net: &Network, x: &Tensor, y: &Tensor, ball: Ball, relaxed: Relaxed) -> Tightness {
-    tightness_of(&net.layers, net.num_classes, x, y, ball, relaxed)
+    tightness_of(&walked(net), net.num_classes, x, y, ball, relaxed)
 }
 
 fn tightness_of(
@@ -182,7 +183,7 @@ pub fn gap_stats(
     let mut counts = vec![0u64; edges.len() - 1];
     let mut unstable: Vec<f64> = Vec::new();
     let (mut r1_sum, mut r2_sum, mut exact) = (0.0, 0.0, 0i64);
-    let layers = layers_f64(&net.layers);
+    let layers = layers_f64(&walked(net));
     tch::no_grad(|| {
         for (start, len) in batch_ranges(n, batch) {
             let (xb, yb) = (x.narrow(0, start, len), y.narrow(0, start, len));

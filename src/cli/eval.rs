@@ -4,6 +4,7 @@ use crate::attack::AttackLoss;
 use crate::bounds;
 use crate::config::BoundMethod;
 use crate::config::Norm;
+use crate::eval::noisy::{noisy_robust_eval, InputNoise};
 use crate::eval::{robust_eval_with_progress, RobustReport, RobustSpec};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -159,12 +160,19 @@ impl EvalArgs {
             pgd_loss,
         };
         let tty = std::io::stderr().is_terminal();
-        let report = robust_eval_with_progress(net, &x, &y, &spec, opts.batch, &mut |done, all| {
-            if tty {
-                eprint!("\revaluating {done}/{all} points");
-                let _ = std::io::stderr().flush();
-            }
-        });
+        // A randomized model (`rat`): majority vote over eval.noise_draws, EOT-PGD.
+        let report = if let Some((noise, sigma)) = cfg.train.randomized() {
+            let noise = InputNoise { noise, sigma };
+            let draws = (cfg.eval.noise_draws, cfg.eval.eot_draws);
+            noisy_robust_eval(net, &x, &y, &spec, noise, draws)
+        } else {
+            robust_eval_with_progress(net, &x, &y, &spec, opts.batch, &mut |done, all| {
+                if tty {
+                    eprint!("\revaluating {done}/{all} points");
+                    let _ = std::io::stderr().flush();
+                }
+            })
+        };
         if tty {
             eprint!("\r{}\r", " ".repeat(40));
         }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 pub struct LipschitzArgs {
     /// The run folder (written by `certlab run` or the GUI).
     pub run_dir: PathBuf,
-    /// Comma-separated: power, gram, exact, product, lipsdp, empirical
-    /// (default: power, gram, exact, product, empirical, and lipsdp for MLPs).
+    /// Comma-separated: power, gram, exact, toeplitz, product, lipsdp, empirical
+    /// (default: all of them, lipsdp for MLPs only).
     #[arg(long, value_delimiter = ',')]
     pub methods: Option<Vec<String>>,
     /// Print one JSON object instead of a table.
@@ -24,6 +24,10 @@ pub struct LipschitzArgs {
     /// Gram iterations.
     #[arg(long, default_value_t = 8)]
     pub gram_iters: u32,
+    /// Toeplitz bound: frequency grid points per axis (the guaranteed correction needs
+    /// more than about 4.5 (k - 1) for a k x k kernel).
+    #[arg(long, default_value_t = lipschitz::TOEPLITZ_GRID)]
+    pub toeplitz_grid: i64,
     /// Use model_best.safetensors instead of model.safetensors.
     #[arg(long)]
     pub best: bool,
@@ -40,11 +44,15 @@ impl LipschitzArgs {
             json,
             n,
             gram_iters,
+            toeplitz_grid,
             best,
             device,
         } = self;
         if *gram_iters > 30 {
             bail!("--gram-iters {gram_iters}: expected 0..=30");
+        }
+        if !(2..=4096).contains(toeplitz_grid) {
+            bail!("--toeplitz-grid {toeplitz_grid}: expected 2..=4096");
         }
         let trained = load_trained(run_dir, device, *best)?;
         let net = &trained.net;
@@ -69,6 +77,7 @@ impl LipschitzArgs {
         let (x, _) = trained.first_test_points(n.max(1));
         let settings = lipschitz::Settings {
             gram_iters: *gram_iters,
+            toeplitz_grid: *toeplitz_grid,
             empirical_points: n.max(1) as i64,
             ..lipschitz::Settings::default()
         };

@@ -1,6 +1,5 @@
 //! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz |
-//! sweep`,
-//! one file per subcommand, each a clap `Args` struct with a `run` method.
+//! smooth | sweep`, one file per subcommand, each a clap `Args` struct with a `run` method.
 mod bench;
 mod bounds;
 mod eval;
@@ -8,6 +7,7 @@ mod gui;
 mod lipschitz;
 mod run;
 mod runs;
+mod smooth;
 mod sweep;
 mod trained;
 
@@ -54,6 +54,9 @@ pub enum Cmd {
     /// Run a sweep file (settings x seeds) locally or as a Slurm job array; `sweep status DIR`,
     /// `sweep report DIR`.
     Sweep(sweep::SweepArgs),
+    /// Randomized-smoothing certificates (Cohen et al. 2019) of a trained run's first test
+    /// points: CERTIFY's class and radius per point, certified accuracy at a list of radii.
+    Smooth(smooth::SmoothArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -77,6 +80,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Some(Cmd::Lipschitz(args)) => args.run().map(|_| 0),
         Some(Cmd::Bench(args)) => args.run().map(|_| 0),
         Some(Cmd::Sweep(args)) => args.run(),
+        Some(Cmd::Smooth(args)) => args.run().map(|_| 0),
     }
 }
 

@@ -1,5 +1,5 @@
 //! `[eval]`: the radii, bound methods, PGD attack and Lipschitz estimators of each evaluation.
-use super::{check_eps, Norm};
+use super::{check_eps, Norm, SmoothingConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,8 +17,21 @@ pub struct EvalConfig {
     pub robust_subset: usize,
     /// Evaluate every this many epochs (the last epoch is always evaluated).
     pub every_epochs: u32,
-    /// Lipschitz estimators reported per evaluation: power, gram, exact, product, lipsdp, empirical.
+    /// Lipschitz estimators reported per evaluation: power, gram, exact, toeplitz, product,
+    /// lipsdp, empirical.
     pub lipschitz: Vec<Estimator>,
+    /// Randomized models (`train.method = "rat"`): the prediction is the majority vote over
+    /// this many noise draws...
+    pub noise_draws: u32,
+    /// ...and PGD averages its gradient over this many (expectation over transformation).
+    pub eot_draws: u32,
+    /// The l_inf vs l_2 view (Araujo et al. 2020): also attack with the other norm than
+    /// `eval.norm` at the radii `cross_eps` (PGD accuracy, `cross_norm` in the record).
+    pub cross_norm: bool,
+    pub cross_eps: Vec<f64>,
+    /// Randomized-smoothing certification (`[eval.smoothing]`; off without `sigma`).
+    #[serde(skip_serializing_if = "SmoothingConfig::is_off")]
+    pub smoothing: SmoothingConfig,
 }
 
 impl Default for EvalConfig {
@@ -32,6 +45,11 @@ impl Default for EvalConfig {
             robust_subset: 500,
             every_epochs: 1,
             lipschitz: vec![],
+            smoothing: SmoothingConfig::default(),
+            noise_draws: 10,
+            eot_draws: 10,
+            cross_norm: false,
+            cross_eps: vec![],
         }
     }
 }
@@ -61,6 +79,25 @@ impl EvalConfig {
         }
         if self.every_epochs == 0 {
             bad("eval.every_epochs", "must be >= 1".into());
+        }
+        self.smoothing.validate(bad);
+        for (i, &eps) in self.cross_eps.iter().enumerate() {
+            check_eps(bad, &format!("eval.cross_eps[{i}]"), eps);
+        }
+        if self.cross_norm && (self.cross_eps.is_empty() || self.pgd_steps == 0) {
+            bad(
+                "eval.cross_norm",
+                "attacking with the other norm needs eval.cross_eps radii and eval.pgd_steps > 0"
+                    .into(),
+            );
+        }
+        for (field, v) in [
+            ("eval.noise_draws", self.noise_draws),
+            ("eval.eot_draws", self.eot_draws),
+        ] {
+            if !(1..=10_000).contains(&v) {
+                bad(field, format!("{v} is out of range: expected 1..=10000"));
+            }
         }
     }
 }
@@ -116,16 +153,21 @@ pub enum Estimator {
     Lipsdp,
     /// The largest local Jacobian norm found near data points: a lower bound.
     Empirical,
+    /// Per layer: for convs the Toeplitz bound (Araujo et al. 2021), the supremum over
+    /// frequencies of the kernel's matrix-valued trigonometric polynomial (a grid maximum with a
+    /// guaranteed correction), which bounds the layer on every input size; exact for dense layers.
+    Toeplitz,
 }
 
 impl Estimator {
-    pub const ALL: [Estimator; 6] = [
+    pub const ALL: [Estimator; 7] = [
         Estimator::Power,
         Estimator::Gram,
         Estimator::Exact,
         Estimator::Product,
         Estimator::Lipsdp,
         Estimator::Empirical,
+        Estimator::Toeplitz,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -135,6 +177,7 @@ impl Estimator {
             Estimator::Product => "product",
             Estimator::Lipsdp => "lipsdp",
             Estimator::Empirical => "empirical",
+            Estimator::Toeplitz => "toeplitz",
         }
     }
     pub fn parse(s: &str) -> Option<Estimator> {
@@ -152,7 +195,10 @@ impl Estimator {
     }
     /// Whether the estimator has a per-layer value.
     pub fn per_layer(self) -> bool {
-        matches!(self, Estimator::Power | Estimator::Gram | Estimator::Exact)
+        matches!(
+            self,
+            Estimator::Power | Estimator::Gram | Estimator::Exact | Estimator::Toeplitz
+        )
     }
 }
 

@@ -11,6 +11,7 @@ mod dataset;
 mod eval;
 mod model;
 mod optimizer;
+mod smoothing;
 mod train;
 mod train_certified;
 mod validate;
@@ -19,6 +20,7 @@ pub use dataset::{DatasetConfig, DatasetKind, FASHION_MNIST_DIR};
 pub use eval::{parse_names, BoundMethod, Estimator, EvalConfig};
 pub use model::{Arch, ModelConfig};
 pub use optimizer::{LrSchedule, OptimizerConfig, OptimizerKind};
+pub use smoothing::{Noise, RadiusNorm, SmoothingConfig};
 pub use train::{Init, LipBound, Method, Norm, R2Lower, Ramp, RegStage, TrainConfig};
 pub use validate::ADMM_MAX_DIM;
 

@@ -24,10 +24,13 @@ pub enum Arch {
     /// 1-Lipschitz convnet: the image's channels zero-padded to `hidden[0]`, one 3x3 conv SLL
     /// block per `hidden` entry (inner channels that entry), a spectral-normalised last layer.
     SllConv,
+    /// MLP whose affine layers are diagonal-circulant (Araujo et al. 2019): `hidden` widths,
+    /// `2 n + out` parameters per layer (`n = max(in, out)`), multiplication by FFT.
+    Circulant,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 8] = [
+    pub const ALL: [Arch; 9] = [
         Arch::Mlp,
         Arch::SmallConv,
         Arch::LargeConv,
@@ -36,6 +39,7 @@ impl Arch {
         Arch::Aol,
         Arch::Spectral,
         Arch::SllConv,
+        Arch::Circulant,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -47,6 +51,7 @@ impl Arch {
             Arch::Aol => "aol",
             Arch::Spectral => "spectral",
             Arch::SllConv => "sll-conv",
+            Arch::Circulant => "circulant",
         }
     }
     /// Whether the architecture is 1-Lipschitz by construction (l_2 certificates from margins).

@@ -1,5 +1,5 @@
 //! `[train]`: the training method, its perturbation schedule, regularizers and Lipschitz control.
-use super::check_eps;
+use super::{check_eps, Noise};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -30,10 +30,17 @@ pub enum Method {
     CcIbp,
     /// Exp-IBP (De Palma et al. 2024): `CE(adversarial)^(1 - mtl_alpha) CE(IBP)^mtl_alpha`.
     ExpIbp,
+    /// Cross-entropy on inputs plus noise (`train.noise`, `train.noise_sigma`): the base
+    /// classifier of randomized smoothing (Cohen et al. 2019).
+    Gaussian,
+    /// Randomized adversarial training (Araujo et al. 2019): PGD training against the model
+    /// with noise (`train.noise`, `train.noise_sigma`) at its input, which stays at inference:
+    /// the prediction is the majority over `eval.noise_draws` draws, attacked with EOT.
+    Rat,
 }
 
 impl Method {
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 12] = [
         Method::Standard,
         Method::Pgd,
         Method::Ibp,
@@ -44,6 +51,8 @@ impl Method {
         Method::MtlIbp,
         Method::CcIbp,
         Method::ExpIbp,
+        Method::Gaussian,
+        Method::Rat,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -57,11 +66,16 @@ impl Method {
             Method::MtlIbp => "mtl-ibp",
             Method::CcIbp => "cc-ibp",
             Method::ExpIbp => "exp-ibp",
+            Method::Gaussian => "gaussian",
+            Method::Rat => "rat",
         }
     }
     /// Whether the method's loss uses the perturbation radius.
     pub fn uses_eps(self) -> bool {
-        !matches!(self, Method::Standard | Method::Lipschitz)
+        !matches!(
+            self,
+            Method::Standard | Method::Lipschitz | Method::Gaussian
+        )
     }
     /// Whether the loss propagates interval bounds (IBP, alone or under CROWN-IBP): the methods
     /// the IBP initialisation and the warm-up regularizers of Shi et al. (2021) are for.
@@ -84,7 +98,12 @@ impl Method {
     pub fn attacks(self) -> bool {
         matches!(
             self,
-            Method::Pgd | Method::Sabr | Method::MtlIbp | Method::CcIbp | Method::ExpIbp
+            Method::Pgd
+                | Method::Rat
+                | Method::Sabr
+                | Method::MtlIbp
+                | Method::CcIbp
+                | Method::ExpIbp
         )
     }
     /// The expressive losses of De Palma et al. (2024), weighted by `mtl_alpha`.
@@ -263,6 +282,10 @@ pub struct TrainConfig {
     /// IBP bounds of the loss; weighted `shi_reg_weight (1 - eps / eps_max)`, so they fade out
     /// as eps reaches its final value. IBP-based methods only; 0 turns them off.
     pub shi_reg_weight: f64,
+    /// Noise added to the training inputs (`gaussian`; noise augmentation under `pgd`): its
+    /// per-coordinate standard deviation (0 = none) and distribution.
+    pub noise_sigma: f64,
+    pub noise: Noise,
 }
 
 impl Default for TrainConfig {
@@ -294,11 +317,18 @@ impl Default for TrainConfig {
             mtl_alpha: 0.5,
             init: Init::Default,
             shi_reg_weight: 0.0,
+            noise_sigma: 0.0,
+            noise: Noise::Gaussian,
         }
     }
 }
 
 impl TrainConfig {
+    /// The noise a randomized model (`rat`) draws at its input, at training and inference.
+    pub fn randomized(&self) -> Option<(super::Noise, f64)> {
+        (self.method == Method::Rat).then_some((self.noise, self.noise_sigma))
+    }
+
     /// Whether the run trains by ADMM (`method = "lipschitz"`, `lip_bound = "admm"`).
     pub fn uses_admm(&self) -> bool {
         self.method == Method::Lipschitz && self.lip_bound == LipBound::Admm
@@ -311,6 +341,34 @@ impl TrainConfig {
         self.validate_tightness(bad);
         self.validate_lipschitz(bad);
         self.validate_certified_methods(bad);
+        self.validate_noise(bad);
+    }
+
+    /// `train.noise_sigma`: needed by `gaussian` and `rat`, allowed as augmentation under `pgd`.
+    fn validate_noise(&self, bad: &mut impl FnMut(&str, String)) {
+        let s = self.noise_sigma;
+        if !(s.is_finite() && (0.0..=100.0).contains(&s)) {
+            bad(
+                "train.noise_sigma",
+                format!("{s} is out of range: expected 0 <= sigma <= 100"),
+            );
+        } else if matches!(self.method, Method::Gaussian | Method::Rat) && s == 0.0 {
+            bad(
+                "train.noise_sigma",
+                format!(
+                    "method `{}` trains on noisy inputs: noise_sigma must be > 0",
+                    self.method.name()
+                ),
+            );
+        } else if s > 0.0 && !matches!(self.method, Method::Gaussian | Method::Pgd | Method::Rat) {
+            bad(
+                "train.noise_sigma",
+                format!(
+                    "noise is added under `gaussian` and `pgd` training, not `{}`: set 0",
+                    self.method.name()
+                ),
+            );
+        }
     }
 
     /// Length of the run, batch size, eps and the CROWN-IBP / IBP mixing weights.

@@ -84,14 +84,17 @@ pub(super) fn one_lipschitz_without_bounds(
 /// estimator and as a training bound.
 pub(super) fn lipsdp_only_for_mlps(cfg: &ExperimentConfig, bad: &mut impl FnMut(&str, String)) {
     let arch = cfg.model.arch;
-    if matches!(arch, Arch::Mlp | Arch::Aol | Arch::Spectral) {
+    if matches!(
+        arch,
+        Arch::Mlp | Arch::Aol | Arch::Spectral | Arch::Circulant
+    ) {
         return;
     }
     if cfg.eval.lipschitz.contains(&Estimator::Lipsdp) {
         bad(
             "eval.lipschitz",
             format!(
-                "`lipsdp` is for MLPs (mlp, aol, spectral), not `{}`",
+                "`lipsdp` is for MLPs (mlp, aol, spectral, circulant), not `{}`",
                 arch.name()
             ),
         );

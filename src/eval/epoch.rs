@@ -2,6 +2,8 @@
 //! none, and at the end of a run), PGD and certified accuracy at every eval eps on its fixed
 //! robust subset, the l_2 certificate from a Lipschitz bound, the
 //! Lipschitz estimates, and the tightness statistics of the relaxation (Zhu et al. 2020).
+use super::noisy::{noisy_accuracy, noisy_robust_eval, InputNoise};
+use super::smoothing::{self, SmoothParams};
 use super::{clean_accuracy, decision_map, robust_eval, specs_from_config, RobustSpec};
 use crate::bounds::{self, Ball};
 use crate::config::{BoundMethod, Estimator, ExperimentConfig, Method, Norm};
@@ -11,6 +13,7 @@ use crate::lipschitz;
 use crate::metrics::{key, DecisionMap, EvalRecord, Split};
 use crate::model::Network;
 use crate::protocol::Level;
+use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
 /// Gram iterations of the body bound in the l_2 Lipschitz certificate (double precision; more
@@ -51,6 +54,12 @@ pub struct Evaluator {
     /// Whether to report the l_2 certificate from a Lipschitz bound (`cert_acc["lipschitz"]`).
     lip_certificate: bool,
     gap_method: Option<BoundMethod>,
+    /// Randomized smoothing (`[eval.smoothing]`) and how many points of the subset it certifies.
+    smoothing: Option<(SmoothParams, i64)>,
+    /// `eval.cross_norm`: PGD with the other norm at `eval.cross_eps`.
+    cross: Option<Vec<RobustSpec>>,
+    /// A randomized model (`rat`): its input noise and `(eval.noise_draws, eval.eot_draws)`.
+    randomized: Option<(InputNoise, (u32, u32))>,
 }
 
 /// Why an evaluation did not finish.
@@ -109,6 +118,34 @@ impl Evaluator {
                 || cfg.train.method == Method::Lipschitz
                 || !cfg.eval.lipschitz.is_empty(),
             gap_method: gap_method(cfg),
+            cross: cfg.eval.cross_norm.then(|| {
+                let other = match cfg.eval.norm {
+                    Norm::Linf => Norm::L2,
+                    Norm::L2 => Norm::Linf,
+                };
+                let specs = specs_from_config(cfg);
+                let Some(own) = specs.first() else {
+                    return vec![];
+                };
+                cfg.eval
+                    .cross_eps
+                    .iter()
+                    .map(|&eps| RobustSpec {
+                        eps,
+                        norm: other,
+                        bounds: vec![],
+                        ..own.clone()
+                    })
+                    .collect()
+            }),
+            randomized: cfg.train.randomized().map(|(noise, sigma)| {
+                let draws = (cfg.eval.noise_draws, cfg.eval.eot_draws);
+                (InputNoise { noise, sigma }, draws)
+            }),
+            smoothing: (!cfg.eval.smoothing.is_off()).then(|| {
+                let s = &cfg.eval.smoothing;
+                (SmoothParams::from_config(s), (s.points as i64).min(n))
+            }),
         }
     }
 
@@ -127,13 +164,23 @@ impl Evaluator {
         let epoch = rec.epoch;
         let part = |what: &str| set_phase(format!("evaluating epoch {epoch} ({what})"));
         part("clean accuracy");
-        rec.clean_acc = clean_accuracy(net, &self.x, &self.y, 1024);
+        rec.clean_acc = match self.randomized {
+            Some((noise, draws)) => {
+                noisy_accuracy(net, &self.x, &self.y, None, noise, draws, 1024).0
+            }
+            None => clean_accuracy(net, &self.x, &self.y, 1024),
+        };
         for (i, spec) in self.specs.iter().enumerate() {
             if listener.should_stop() {
                 return Err(Interrupted);
             }
             part(&format!("robust accuracy at eps {}", spec.eps));
-            let report = robust_eval(net, &self.robust_x, &self.robust_y, spec, 256);
+            let report = match self.randomized {
+                Some((noise, draws)) => {
+                    noisy_robust_eval(net, &self.robust_x, &self.robust_y, spec, noise, draws)
+                }
+                None => robust_eval(net, &self.robust_x, &self.robust_y, spec, 256),
+            };
             for v in &report.violations {
                 listener.log(Level::Error, v.to_string());
             }
@@ -146,6 +193,10 @@ impl Evaluator {
             } else {
                 rec.more_eps.push(r);
             }
+        }
+        if let Some(cross) = &self.cross {
+            part("attacks with the other norm");
+            self.cross_norm(net, rec, cross);
         }
         if self.lip_certificate {
             part("Lipschitz certificate");
@@ -164,8 +215,67 @@ impl Evaluator {
                 Err(e) => listener.log(Level::Warn, format!("Lipschitz estimates: {e}")),
             }
         }
+        if self.smoothing.is_some() {
+            part("randomized smoothing");
+            self.smoothing_certificate(net, rec, listener)?;
+        }
         part("tightness statistics");
         self.gap_stats(net, rec);
+        Ok(())
+    }
+
+    /// `cross_norm`: PGD accuracy under both norms, the run's own at the eval eps (already
+    /// measured) and the other at `eval.cross_eps` (EOT for a randomized model).
+    fn cross_norm(&self, net: &Network, rec: &mut EvalRecord, cross: &[RobustSpec]) {
+        let own_norm = self.specs.first().map_or(Norm::Linf, |s| s.norm);
+        let own: BTreeMap<String, f64> = std::iter::once((rec.eval_eps, rec.pgd_acc))
+            .chain(rec.more_eps.iter().map(|e| (Some(e.eps), e.pgd_acc)))
+            .filter_map(|(eps, acc)| Some((format!("{}", eps?), acc?)))
+            .collect();
+        rec.cross_norm.insert(own_norm.name().into(), own);
+        let (x, y) = (&self.robust_x, &self.robust_y);
+        let mut other = BTreeMap::new();
+        for spec in cross {
+            let report = match self.randomized {
+                Some((noise, draws)) => noisy_robust_eval(net, x, y, spec, noise, draws),
+                None => robust_eval(net, x, y, spec, 256),
+            };
+            if let Some(acc) = report.eval.pgd_acc {
+                other.insert(format!("{}", spec.eps), acc);
+            }
+            rec.cross_norm
+                .insert(spec.norm.name().into(), other.clone());
+        }
+    }
+
+    /// CERTIFY (Cohen et al. 2019) on the first `eval.smoothing.points` of the robust subset:
+    /// `cert_acc["smoothing"]` at every eval eps (the eval ball inside the noise norm's ball, see
+    /// [`smoothing::radius_in`]) and the certified-accuracy curve.
+    fn smoothing_certificate(
+        &self,
+        net: &Network,
+        rec: &mut EvalRecord,
+        listener: &mut dyn EvalListener,
+    ) -> Result<(), Interrupted> {
+        let Some((params, points)) = &self.smoothing else {
+            return Ok(());
+        };
+        let x = self.robust_x.narrow(0, 0, *points);
+        let labels = Vec::<i64>::try_from(self.robust_y.narrow(0, 0, *points)).unwrap_or_default();
+        let (certs, secs) = smoothing::certify_timed(net, &x, params, &mut |i| {
+            i % 8 == 0 && listener.should_stop()
+        })
+        .ok_or(Interrupted)?;
+        for (i, spec) in self.specs.iter().enumerate() {
+            let r = smoothing::radius_in(params.radius_norm(), spec.eps, spec.norm, self.input_dim);
+            let acc = smoothing::certified_accuracy(&certs, &labels, r);
+            if i == 0 {
+                rec.cert_acc.insert(key::SMOOTHING_CERT.into(), acc);
+            } else if let Some(e) = rec.more_eps.get_mut(i - 1) {
+                e.cert_acc.insert(key::SMOOTHING_CERT.into(), acc);
+            }
+        }
+        rec.smoothing = Some(smoothing::curve(&certs, &labels, params, secs));
         Ok(())
     }
 

@@ -8,8 +8,11 @@
 //! reports a [`Violation`] naming the point and the bound method.
 mod decision;
 mod epoch;
+pub mod noisy;
+pub mod smoothing;
 pub use decision::decision_map;
 pub use epoch::{gap_method, EvalListener, Evaluator, Interrupted, CERT_GRAM_ITERS, GAP_POINTS};
+pub use smoothing::noise_like;
 
 use crate::attack::{self, AttackLoss, PgdConfig};
 use crate::bounds::{self, Ball, BoundMethod};

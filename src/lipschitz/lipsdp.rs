@@ -22,7 +22,12 @@ pub fn mlp_weights(net: &Network) -> Result<Vec<Tensor>, String> {
                 scale = Some(per_input.reshape([-1]));
             }
             Layer::Flatten if ws.is_empty() => {}
-            Layer::Linear { .. } | Layer::Aol { .. } | Layer::Spectral { .. } if expect_linear => {
+            Layer::Linear { .. }
+            | Layer::Aol { .. }
+            | Layer::Spectral { .. }
+            | Layer::Circulant { .. }
+                if expect_linear =>
+            {
                 let w = tch::no_grad(|| layer.effective_weight())
                     .ok_or_else(|| format!("layer {i} has no weight"))?
                     .detach()

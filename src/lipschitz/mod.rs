@@ -8,6 +8,9 @@
 //!   count, converging super-linearly; conv layers are handled batched over the FFT blocks.
 //! - `exact`: the SVD of a dense weight; for a conv layer the largest singular value over the
 //!   FFT blocks of the kernel, i.e. the exact norm of the *circular* convolution (see below).
+//! - `toeplitz`: for conv layers the Toeplitz bound (Araujo et al. 2021), the supremum over all
+//!   frequencies of the kernel's symbol: it bounds the layer on inputs of every size (`exact` is
+//!   for the layer's own input size); dense layers take their exact norm.
 //! - `product`: the product over layers of the per-layer exact norms (the classical bound).
 //! - `lipsdp`: LipSDP-Neuron (Fazlyab et al. 2019) for MLPs, solved with clarabel's PSD cone
 //!   for small nets and by a feasible-multiplier first-order method for larger ones; the value
@@ -32,7 +35,7 @@
 //! below the layer's true norm.
 //!
 //! Files: `dense` (power iteration, SVD, dense matrices of linear maps), `conv` (FFT blocks,
-//! circular and polyphase convolutions), `empirical` (the lower bound), `lipsdp` (LipSDP-Neuron
+//! circular and polyphase convolutions), `toeplitz` (the Toeplitz bound), `empirical` (the lower bound), `lipsdp` (LipSDP-Neuron
 //! and its solvers; `clarabel` holds the solver interface), `admm` (training by ADMM, Pauli et
 //! al. 2021), `training` (the bounds the training loss and the enforced bound use),
 //! `certificate` (the l_2 certificate).
@@ -43,6 +46,7 @@ mod conv;
 mod dense;
 mod empirical;
 mod lipsdp;
+mod toeplitz;
 mod training;
 
 pub use crate::config::Estimator;
@@ -55,6 +59,7 @@ pub use conv::{circular_conv, conv_fft_blocks, exact_conv_circular, gram_conv, p
 pub use dense::{dense_matrix, exact_dense, power_dense, power_operator, PowerResult};
 pub use empirical::empirical_lower_bound;
 pub use lipsdp::{lipsdp, mlp_weights, LipSdpResult};
+pub use toeplitz::{grid_factor, toeplitz_conv, TOEPLITZ_GRID};
 pub use training::{enforce_bound, guaranteed_bound, lipsdp_training_bound, training_bound};
 
 use crate::model::{Layer, Network};
@@ -93,6 +98,8 @@ pub struct Settings {
     /// LipSDP: the largest SDP dimension (reduced input + hidden neurons) handed to clarabel;
     /// larger nets use the first-order method.
     pub lipsdp_clarabel_max_dim: i64,
+    /// Toeplitz bound: grid points per frequency axis.
+    pub toeplitz_grid: i64,
 }
 
 impl Default for Settings {
@@ -105,6 +112,7 @@ impl Default for Settings {
             empirical_steps: 30,
             lipsdp_steps: 200,
             lipsdp_clarabel_max_dim: 60,
+            toeplitz_grid: TOEPLITZ_GRID,
         }
     }
 }
@@ -120,6 +128,7 @@ impl Settings {
             empirical_steps: 15,
             lipsdp_steps: 60,
             lipsdp_clarabel_max_dim: 40,
+            toeplitz_grid: TOEPLITZ_GRID,
         }
     }
 }
@@ -242,6 +251,10 @@ fn layer_value(layer: &Layer, in_shape: &[i64], est: Estimator, s: &Settings) ->
                 Estimator::Gram => {
                     tch::no_grad(|| scalar(&gram_conv(&kernel, nh, nw, s.gram_iters)))
                 }
+                // A grid too coarse for the kernel gives no finite bound.
+                Estimator::Toeplitz => {
+                    toeplitz_conv(&kernel, s.toeplitz_grid, None).unwrap_or(f64::INFINITY)
+                }
                 _ => exact_conv_circular(&kernel, nh, nw),
             })
         }
@@ -281,7 +294,11 @@ pub fn estimate(
     for &est in estimators {
         let started = Instant::now();
         let value = match est {
-            Estimator::Power | Estimator::Gram | Estimator::Exact | Estimator::Product => {
+            Estimator::Power
+            | Estimator::Gram
+            | Estimator::Exact
+            | Estimator::Toeplitz
+            | Estimator::Product => {
                 let inner = if est == Estimator::Product {
                     Estimator::Exact
                 } else {

@@ -19,6 +19,7 @@ pub fn architecture(
         Arch::SllConv => sll_conv,
         Arch::Aol | Arch::Spectral => one_lipschitz_mlp,
         Arch::SmallConv | Arch::LargeConv => convnet,
+        Arch::Circulant => circulant_mlp,
     };
     add(cfg, input_shape, num_classes, &mut specs)?;
     Ok(specs)
@@ -162,6 +163,29 @@ fn one_lipschitz_mlp(
         width = h;
     }
     specs.push(layer(width, num_classes));
+    Ok(())
+}
+
+/// `circulant` (Araujo et al. 2019): the MLP layout with every affine layer diagonal-circulant.
+fn circulant_mlp(
+    cfg: &ModelConfig,
+    input_shape: &[i64],
+    num_classes: i64,
+    specs: &mut Vec<LayerSpec>,
+) -> Result<(), ModelError> {
+    mlp(cfg, input_shape, num_classes, specs)?;
+    for s in specs.iter_mut() {
+        if let LayerSpec::Linear {
+            in_features,
+            out_features,
+        } = *s
+        {
+            *s = LayerSpec::Circulant {
+                in_features,
+                out_features,
+            };
+        }
+    }
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! One layer of a [`Network`](super::Network): the tensors it holds ([`Layer`]), what it is
 //! without tensors ([`LayerSpec`]), and how it is created and applied.
+use super::circulant::{dc_dense, dc_forward};
 use super::one_lipschitz::{aol_scale, sll_conv_t, sll_t, ONE_LIP_GRAM_ITERS};
 use crate::linalg::gram_bound;
 use tch::{nn, Kind, TchError, Tensor};
@@ -68,6 +69,14 @@ pub enum Layer {
     /// in front of conv SLL blocks, whose output width equals their input width).
     PadChannels {
         channels: i64,
+    },
+    /// Diagonal-circulant layer (Araujo et al. 2019): `(diag(d) C x_pad)[..out] + b`, `C` the
+    /// circulant matrix of `circ`, `d` = `diag`, both `[n]` with `n = max(in, out)`; bias `[out]`.
+    Circulant {
+        diag: Tensor,
+        circ: Tensor,
+        bias: Tensor,
+        in_features: i64,
     },
 }
 
@@ -158,6 +167,21 @@ impl Layer {
                 }
             }
             LayerSpec::PadChannels { to, .. } => Layer::PadChannels { channels: *to },
+            LayerSpec::Circulant {
+                in_features,
+                out_features,
+            } => {
+                // The circulant vector like a dense row (`C x` has the variance of `W x`), the
+                // diagonal at 1: the layer starts as a circulant matrix.
+                let n = *in_features.max(out_features);
+                let bound = 1.0 / (*in_features as f64).sqrt();
+                Layer::Circulant {
+                    diag: p.f_ones("diag", &[n])?,
+                    circ: p.f_uniform("circ", &[n], -bound, bound)?,
+                    bias: p.f_uniform("bias", &[*out_features], -bound, bound)?,
+                    in_features: *in_features,
+                }
+            }
             LayerSpec::Relu => Layer::Relu,
             LayerSpec::Flatten => Layer::Flatten,
             LayerSpec::Normalize { mean, std } => {
@@ -194,6 +218,7 @@ impl Layer {
             Layer::Aol { .. } => "aol",
             Layer::Spectral { .. } => "spectral",
             Layer::PadChannels { .. } => "pad-channels",
+            Layer::Circulant { .. } => "circulant",
         }
     }
 
@@ -220,6 +245,12 @@ impl Layer {
             }
             Layer::Aol { weight, .. } => Some(weight * aol_scale(weight).unsqueeze(0)),
             Layer::Spectral { weight, .. } => Some(weight / gram_bound(weight, ONE_LIP_GRAM_ITERS)),
+            Layer::Circulant {
+                diag,
+                circ,
+                bias,
+                in_features,
+            } => Some(dc_dense(diag, circ, *in_features, bias.size()[0])),
             _ => None,
         }
     }
@@ -281,6 +312,17 @@ impl Layer {
             Layer::PadChannels { channels } => Layer::PadChannels {
                 channels: *channels,
             },
+            Layer::Circulant {
+                diag,
+                circ,
+                bias,
+                in_features,
+            } => Layer::Circulant {
+                diag: f(diag),
+                circ: f(circ),
+                bias: f(bias),
+                in_features: *in_features,
+            },
         }
     }
 
@@ -337,6 +379,9 @@ impl Layer {
                 let extra = channels - x.size()[1];
                 x.constant_pad_nd([0, 0, 0, 0, 0, extra])
             }
+            Layer::Circulant {
+                diag, circ, bias, ..
+            } => dc_forward(x, diag, circ, bias),
         }
     }
 
@@ -351,7 +396,21 @@ impl Layer {
                 | Layer::Aol { .. }
                 | Layer::Spectral { .. }
                 | Layer::PadChannels { .. }
+                | Layer::Circulant { .. }
         )
+    }
+
+    /// The layer as the bound code sees it: a diagonal-circulant layer as the `Linear` layer of
+    /// its explicit matrix (differentiable, so certified training works through it); `None` for
+    /// every other layer, which the bound code takes as it is.
+    pub fn as_dense(&self) -> Option<Layer> {
+        match self {
+            Layer::Circulant { bias, .. } => Some(Layer::Linear {
+                weight: self.effective_weight()?,
+                bias: bias.shallow_clone(),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -404,6 +463,11 @@ pub enum LayerSpec {
         from: i64,
         to: i64,
     },
+    /// Diagonal-circulant layer `in_features -> out_features` (Araujo et al. 2019).
+    Circulant {
+        in_features: i64,
+        out_features: i64,
+    },
 }
 
 impl LayerSpec {
@@ -442,6 +506,10 @@ impl LayerSpec {
                 kernel,
             } => format!("SLLConv({channels}, inner {inner}, k{kernel})"),
             LayerSpec::PadChannels { from, to } => format!("PadChannels({from}->{to})"),
+            LayerSpec::Circulant {
+                in_features,
+                out_features,
+            } => format!("Circulant({in_features}->{out_features})"),
         }
     }
 }

@@ -5,12 +5,15 @@
 //! `nn.Sequential` with the same layer order.
 //!
 //! Files: `layer` (one layer: its tensors, its spec, how it is created and applied), `arch` (the
-//! layer lists of the architectures), `one_lipschitz` (helpers of the AOL, SLL and CPL layers).
+//! layer lists of the architectures), `one_lipschitz` (helpers of the AOL, SLL and CPL layers),
+//! `circulant` (diagonal-circulant layers by FFT).
 mod arch;
+mod circulant;
 mod layer;
 mod one_lipschitz;
 
 pub use arch::architecture;
+pub use circulant::{circulant_matrix, dc_dense, dc_forward};
 pub use layer::{Layer, LayerSpec};
 pub use one_lipschitz::{aol_scale, sll_conv_t, sll_t, ONE_LIP_GRAM_ITERS};
 
@@ -137,6 +140,13 @@ impl Network {
                 | Layer::Spectral { weight, bias } => {
                     vec![weight.shallow_clone(), bias.shallow_clone()]
                 }
+                Layer::Circulant {
+                    diag, circ, bias, ..
+                } => vec![
+                    diag.shallow_clone(),
+                    circ.shallow_clone(),
+                    bias.shallow_clone(),
+                ],
                 Layer::Sll {
                     weight,
                     bias,

@@ -9,6 +9,8 @@ use crate::bounds::{
     Relaxed,
 };
 use crate::config::{ExperimentConfig, LipBound, Method, R2Lower, RegStage, TrainConfig};
+use crate::eval::noise_like;
+use crate::eval::noisy::{eot_pgd, InputNoise};
 use crate::metrics::key;
 use crate::model::Network;
 use tch::{Kind, Reduction, Tensor};
@@ -67,9 +69,45 @@ pub fn method_loss(
                 vec![(key::LOSS_CLEAN_CE, ce(&logits))],
             )
         }
+        // Cohen et al. 2019: the base classifier of a smoothed one learns on noisy inputs (not
+        // clipped to the box: certification adds the same unclipped noise).
+        Method::Gaussian => {
+            let noisy = x + noise_like(x, tc.noise, tc.noise_sigma);
+            let logits = tch::no_grad(|| net.forward(x));
+            let noisy_ce = ce(&net.forward(&noisy));
+            BatchLoss::new(logits, vec![(key::LOSS_NOISY_CE, noisy_ce)])
+        }
+        // Araujo et al. 2019: PGD against the randomized model (a fresh noise draw at each step),
+        // cross-entropy at the adversarial point under a fresh draw.
+        Method::Rat => {
+            let noise = InputNoise {
+                noise: tc.noise,
+                sigma: tc.noise_sigma,
+            };
+            let pgd = PgdConfig {
+                eps: sched.eps,
+                norm: tc.norm,
+                steps: tc.pgd_steps,
+                step_ratio: tc.pgd_step_ratio,
+                random_start: true,
+                restarts: 1,
+                loss: attack::AttackLoss::CrossEntropy,
+            };
+            let x_adv = eot_pgd(net, x, y, &pgd, noise, 1);
+            let logits = tch::no_grad(|| net.forward(x));
+            let noisy = &x_adv + noise_like(&x_adv, tc.noise, tc.noise_sigma);
+            let robust = ce(&net.forward(&noisy));
+            BatchLoss::new(logits, vec![(key::LOSS_ROBUST_CE, robust)])
+        }
         Method::Pgd => {
             // Madry et al.: cross-entropy at the strongest point PGD finds in the current
-            // (ramped) ball; the clean logits only feed the training accuracy.
+            // (ramped) ball; the clean logits only feed the training accuracy. With
+            // `noise_sigma` > 0 the ball is around a noisy copy, clipped to the box.
+            let x = &if tc.noise_sigma > 0.0 {
+                (x + noise_like(x, tc.noise, tc.noise_sigma)).clamp(0.0, 1.0)
+            } else {
+                x.shallow_clone()
+            };
             let pgd = PgdConfig {
                 eps: sched.eps,
                 norm: tc.norm,

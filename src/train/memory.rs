@@ -98,6 +98,7 @@ fn layer_shapes(specs: &[LayerSpec], input: &[i64]) -> Vec<Vec<i64>> {
         let s = shapes.last().cloned().unwrap_or_default();
         let out = match spec {
             LayerSpec::Linear { out_features, .. }
+            | LayerSpec::Circulant { out_features, .. }
             | LayerSpec::Aol { out_features, .. }
             | LayerSpec::Spectral { out_features, .. } => vec![*out_features],
             LayerSpec::Conv2d {
@@ -146,6 +147,11 @@ fn spec_parameters(spec: &LayerSpec) -> u64 {
             in_features: i,
             out_features: o,
         } => o * i + o,
+        // Araujo et al. 2019: a diagonal and a circulant vector of n = max(in, out), a bias.
+        LayerSpec::Circulant {
+            in_features: i,
+            out_features: o,
+        } => 2 * i.max(o) + o,
         LayerSpec::Conv2d {
             in_channels: i,
             out_channels: o,
@@ -269,8 +275,8 @@ fn training_bound_bytes(cfg: &ExperimentConfig, s: &Sizes, net: &Shapes) -> u64 
         0
     };
     match cfg.train.method {
-        Method::Standard | Method::Lipschitz => 0,
-        Method::Pgd => pgd,
+        Method::Standard | Method::Lipschitz | Method::Gaussian => 0,
+        Method::Pgd | Method::Rat => pgd,
         Method::Ibp => ibp + shi,
         // Coefficient matrices [batch, classes, neurons] per layer, lower and upper.
         Method::CrownIbp => ibp + shi + 2 * 4 * s.classes as u64 * net.outputs() * b,
@@ -298,6 +304,16 @@ fn evaluation_bytes(cfg: &ExperimentConfig, s: &Sizes, net: &Shapes) -> u64 {
     4 * (per * chunk).min(BOUND_BUDGET_FLOATS.max(per))
 }
 
+/// Randomized smoothing: one batch of noisy copies of a point through the network (inputs,
+/// noise and the layer outputs), without gradients.
+fn smoothing_bytes(cfg: &ExperimentConfig, s: &Sizes, net: &Shapes) -> u64 {
+    let sm = &cfg.eval.smoothing;
+    if sm.is_off() {
+        return 0;
+    }
+    4 * sm.batch * (2 * numel(&s.input) + net.outputs())
+}
+
 /// LipSDP and ADMM: a few dense float64 matrices of the hidden neurons' total, squared.
 fn lipschitz_bytes(cfg: &ExperimentConfig) -> u64 {
     let sdp_in_training = cfg.train.method == Method::Lipschitz
@@ -323,6 +339,7 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<MemoryEstimate, String> {
         ("training bounds", training_bound_bytes(cfg, &s, &net)),
         ("evaluation", evaluation_bytes(cfg, &s, &net)),
         ("lipschitz", lipschitz_bytes(cfg)),
+        ("smoothing", smoothing_bytes(cfg, &s, &net)),
     ];
     let total_bytes = parts.iter().map(|p| p.1).sum();
     Ok(MemoryEstimate { total_bytes, parts })
@@ -334,6 +351,7 @@ fn key_of(part: &str) -> &'static str {
         "data" | "loading" => "dataset.train_size",
         "activations" | "training bounds" => "train.batch_size",
         "evaluation" => "eval.robust_subset",
+        "smoothing" => "eval.smoothing.batch",
         _ => "model.hidden",
     }
 }

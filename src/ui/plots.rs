@@ -338,13 +338,16 @@ fn loss_part_index(name: &str) -> usize {
     .unwrap_or(8)
 }
 
-/// The position of a `lipschitz` key: the estimators, then the training and ADMM keys; an
-/// unknown key comes after them all.
+/// The position of a `lipschitz` key: the first six estimators, then the training and ADMM
+/// keys, then estimators added since (so that earlier keys keep their colours); an unknown key
+/// comes after them all.
 fn lipschitz_index(name: &str) -> usize {
-    Estimator::ALL
+    let (first, later) = Estimator::ALL.split_at(6);
+    first
         .iter()
         .map(|e| e.name())
         .chain(key::LIPSCHITZ_EXTRA)
+        .chain(later.iter().map(|e| e.name()))
         .position(|n| n == name)
         .unwrap_or(Estimator::ALL.len() + key::LIPSCHITZ_EXTRA.len())
 }
@@ -418,6 +421,7 @@ mod tests {
             "admm_lipsdp",
             "admm_projected_lipsdp",
             "admm_residual",
+            "toeplitz",
         ];
         for (i, k) in lip.iter().enumerate() {
             assert_eq!(lipschitz_index(k), i, "{k}");
@@ -429,6 +433,7 @@ mod tests {
         {
             assert_eq!(name_index(k), i, "{k}");
         }
-        assert_eq!(name_index("new"), 11);
+        assert_eq!(name_index("toeplitz"), 11);
+        assert_eq!(name_index("new"), 12);
     }
 }

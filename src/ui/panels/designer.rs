@@ -5,7 +5,8 @@ mod certified;
 use super::{Action, ERROR_COLOR};
 use crate::config::{
     Arch, BoundMethod, DatasetKind, DeviceChoice, Estimator, ExperimentConfig, FieldError,
-    LipBound, LrSchedule, Method, Norm, OptimizerKind, R2Lower, Ramp, RegStage, TrainConfig,
+    LipBound, LrSchedule, Method, Noise, Norm, OptimizerKind, R2Lower, Ramp, RegStage,
+    SmoothingConfig, TrainConfig,
 };
 use crate::worker;
 use egui::{RichText, Ui};
@@ -403,15 +404,111 @@ impl Designer {
                 "eval.lipschitz",
                 |ui| checkbox_list(ui, &mut e.lipschitz, &Estimator::ALL, Estimator::name),
             );
+            row(
+                ui,
+                "Attack with the other norm",
+                problems,
+                "eval.cross_norm",
+                |ui| ui.checkbox(&mut e.cross_norm, "PGD under both ℓ∞ and ℓ2"),
+            );
+            if e.cross_norm {
+                row(ui, "Other-norm radii", problems, "eval.cross_eps", |ui| {
+                    value_list_ui(ui, &mut e.cross_eps, "r", 0.5)
+                });
+            }
+            smoothing_fields_ui(ui, &mut e.smoothing, problems);
         });
     }
+}
+
+/// A short list of values, each in its own labelled field (`prefix` and its number), with "+"
+/// (the last value doubled, or `first`) and "−" (the last one removed).
+fn value_list_ui(ui: &mut Ui, list: &mut Vec<f64>, prefix: &str, first: f64) -> egui::Response {
+    ui.horizontal(|ui| {
+        for (i, v) in list.iter_mut().enumerate() {
+            let l = ui.label(format!("{prefix}{}", i + 1));
+            ui.add(egui::DragValue::new(v).speed(0.01).max_decimals(3))
+                .labelled_by(l.id);
+        }
+        let add = ui
+            .button("+")
+            .on_hover_text(format!("add a value to {prefix}"));
+        if add.clicked() {
+            list.push(list.last().map_or(first, |v| v * 2.0));
+        }
+        if !list.is_empty() && ui.button("−").on_hover_text("remove the last").clicked() {
+            list.pop();
+        }
+    })
+    .response
+}
+
+/// `[eval.smoothing]`: the noise levels (none: off) and, when on, the noise and the Monte
+/// Carlo budget of CERTIFY.
+fn smoothing_fields_ui(ui: &mut Ui, s: &mut SmoothingConfig, problems: &[FieldError]) {
+    row(
+        ui,
+        "Smoothing sigma (none = off)",
+        problems,
+        "eval.smoothing.sigma",
+        |ui| value_list_ui(ui, &mut s.sigma, "σ", 0.25),
+    );
+    if s.is_off() {
+        return;
+    }
+    let noises: Vec<(Noise, &str)> = Noise::ALL.iter().map(|n| (*n, n.name())).collect();
+    row(
+        ui,
+        "Smoothing noise",
+        problems,
+        "eval.smoothing.noise",
+        |ui| combo(ui, "smoothing-noise", &mut s.noise, &noises),
+    );
+    row(
+        ui,
+        "Selection samples n0",
+        problems,
+        "eval.smoothing.n0",
+        |ui| ui.add(egui::DragValue::new(&mut s.n0).speed(10)),
+    );
+    row(
+        ui,
+        "Counting samples n",
+        problems,
+        "eval.smoothing.n",
+        |ui| ui.add(egui::DragValue::new(&mut s.n).speed(100)),
+    );
+    row(ui, "Alpha", problems, "eval.smoothing.alpha", |ui| {
+        ui.add(
+            egui::DragValue::new(&mut s.alpha)
+                .speed(0.0001)
+                .max_decimals(5),
+        )
+    });
+    row(ui, "Noise batch", problems, "eval.smoothing.batch", |ui| {
+        ui.add(egui::DragValue::new(&mut s.batch).speed(10))
+    });
+    row(
+        ui,
+        "Certified points",
+        problems,
+        "eval.smoothing.points",
+        |ui| ui.add(egui::DragValue::new(&mut s.points).speed(1)),
+    );
 }
 
 /// The training fields of `t.method` alone (PGD steps, CROWN-IBP schedule, regularizer
 /// weights, Lipschitz control), in the training grid.
 fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
     match t.method {
-        Method::Pgd => certified::pgd_fields_ui(ui, t, problems),
+        Method::Pgd => {
+            certified::pgd_fields_ui(ui, t, problems);
+            noise_fields_ui(ui, t, problems, "Noise sigma (0 = none)");
+        }
+        Method::Rat => {
+            certified::pgd_fields_ui(ui, t, problems);
+            noise_fields_ui(ui, t, problems, "Noise sigma");
+        }
         Method::Sabr | Method::MtlIbp | Method::CcIbp | Method::ExpIbp => {
             certified::adversarial_ibp_fields_ui(ui, t, problems);
         }
@@ -509,9 +606,23 @@ fn method_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError]) {
                 });
             }
         }
+        Method::Gaussian => noise_fields_ui(ui, t, problems, "Noise sigma"),
         Method::Standard => {}
     }
     certified::shi_fields_ui(ui, t, problems);
+}
+
+/// The training noise: its level and distribution (`gaussian`; augmentation under `pgd`).
+fn noise_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldError], label: &str) {
+    row(ui, label, problems, "train.noise_sigma", |ui| {
+        ui.add(egui::DragValue::new(&mut t.noise_sigma).speed(0.01))
+    });
+    if t.noise_sigma > 0.0 {
+        let noises: Vec<(Noise, &str)> = Noise::ALL.iter().map(|n| (*n, n.name())).collect();
+        row(ui, "Noise", problems, "train.noise", |ui| {
+            combo(ui, "train-noise", &mut t.noise, &noises)
+        });
+    }
 }
 
 pub fn method_label(m: Method) -> &'static str {
@@ -526,6 +637,8 @@ pub fn method_label(m: Method) -> &'static str {
         Method::MtlIbp => "MTL-IBP",
         Method::CcIbp => "CC-IBP",
         Method::ExpIbp => "Exp-IBP",
+        Method::Gaussian => "Gaussian noise (smoothing)",
+        Method::Rat => "randomized adversarial (RAT)",
     }
 }
 

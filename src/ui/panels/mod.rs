@@ -7,6 +7,7 @@ pub mod lipschitz;
 pub mod log;
 pub mod overview;
 pub mod runs;
+pub mod smoothing;
 pub mod sweep;
 pub mod tightness;
 pub mod toolbar;
@@ -17,6 +18,7 @@ pub use lipschitz::LipschitzPanel;
 pub use log::{LogLine, LogPanel};
 pub use overview::OverviewPanel;
 pub use runs::RunsPanel;
+pub use smoothing::SmoothingPanel;
 pub use sweep::SweepPanel;
 pub use tightness::TightnessPanel;
 pub use toolbar::{Notice, Toolbar};
@@ -66,13 +68,15 @@ pub enum Tab {
     Decision,
     Runs,
     Sweep,
+    Smoothing,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Overview,
         Tab::Tightness,
         Tab::Lipschitz,
+        Tab::Smoothing,
         Tab::Decision,
         Tab::Runs,
         Tab::Sweep,
@@ -85,6 +89,7 @@ impl Tab {
             Tab::Decision => "2-D view",
             Tab::Runs => "Runs",
             Tab::Sweep => "Sweep",
+            Tab::Smoothing => "Smoothing",
         }
     }
     pub fn parse(s: &str) -> Option<Tab> {
@@ -95,6 +100,7 @@ impl Tab {
             "decision" | "2d" => Some(Tab::Decision),
             "runs" | "compare" => Some(Tab::Runs),
             "sweep" => Some(Tab::Sweep),
+            "smoothing" => Some(Tab::Smoothing),
             _ => None,
         }
     }
@@ -109,6 +115,7 @@ pub struct Tabs {
     pub decision: DecisionPanel,
     pub runs: RunsPanel,
     pub sweep: SweepPanel,
+    pub smoothing: SmoothingPanel,
 }
 
 impl Tabs {
@@ -132,6 +139,7 @@ impl Tabs {
             Tab::Overview => self.overview.ui(ui, &library.visible(live_series)),
             Tab::Tightness => self.tightness.ui(ui, &library.visible(live_series)),
             Tab::Lipschitz => self.lipschitz.ui(ui, &library.visible(live_series)),
+            Tab::Smoothing => self.smoothing.ui(ui, &library.visible(live_series)),
             Tab::Decision => {
                 self.decision.ui(ui, live.as_deref());
                 Vec::new()

@@ -323,6 +323,10 @@ impl App {
                     }
                 }
                 Action::DismissNotice => self.notice = None,
+                Action::InspectPoint { run_dir, index } => {
+                    self.tab = Tab::Inspector;
+                    self.tabs.inspector.select(ctx, &run_dir, index);
+                }
             }
         }
     }

@@ -3,6 +3,8 @@
 //! the [`Action`]s it asks for; the app applies them after the frame, in one place.
 pub mod decision;
 pub mod designer;
+pub mod inspector;
+pub mod inspector_views;
 pub mod lipschitz;
 pub mod log;
 pub mod overview;
@@ -12,6 +14,7 @@ pub mod toolbar;
 
 pub use decision::DecisionPanel;
 pub use designer::Designer;
+pub use inspector::InspectorPanel;
 pub use lipschitz::LipschitzPanel;
 pub use log::{LogLine, LogPanel};
 pub use overview::OverviewPanel;
@@ -38,9 +41,17 @@ pub enum Action {
     OpenRunDialog,
     RefreshRuns,
     ExportCsv,
-    SavePlotPng { name: String, rect: egui::Rect },
+    SavePlotPng {
+        name: String,
+        rect: egui::Rect,
+    },
     PickDatasetFolder,
     DismissNotice,
+    /// Open test point `index` of the run in `run_dir` in the Inspector.
+    InspectPoint {
+        run_dir: PathBuf,
+        index: usize,
+    },
 }
 
 /// The views of the central panel.
@@ -50,15 +61,17 @@ pub enum Tab {
     Tightness,
     Lipschitz,
     Decision,
+    Inspector,
     Runs,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Overview,
         Tab::Tightness,
         Tab::Lipschitz,
         Tab::Decision,
+        Tab::Inspector,
         Tab::Runs,
     ];
     pub fn title(self) -> &'static str {
@@ -67,6 +80,7 @@ impl Tab {
             Tab::Tightness => "Bound tightness",
             Tab::Lipschitz => "Lipschitz",
             Tab::Decision => "2-D view",
+            Tab::Inspector => "Inspector",
             Tab::Runs => "Runs",
         }
     }
@@ -76,6 +90,7 @@ impl Tab {
             "tightness" | "gap" => Some(Tab::Tightness),
             "lipschitz" => Some(Tab::Lipschitz),
             "decision" | "2d" => Some(Tab::Decision),
+            "inspector" | "inspect" => Some(Tab::Inspector),
             "runs" | "compare" => Some(Tab::Runs),
             _ => None,
         }
@@ -89,6 +104,7 @@ pub struct Tabs {
     pub tightness: TightnessPanel,
     pub lipschitz: LipschitzPanel,
     pub decision: DecisionPanel,
+    pub inspector: InspectorPanel,
     pub runs: RunsPanel,
 }
 
@@ -113,9 +129,13 @@ impl Tabs {
             Tab::Overview => self.overview.ui(ui, &library.visible(live_series)),
             Tab::Tightness => self.tightness.ui(ui, &library.visible(live_series)),
             Tab::Lipschitz => self.lipschitz.ui(ui, &library.visible(live_series)),
-            Tab::Decision => {
-                self.decision.ui(ui, live.as_deref());
-                Vec::new()
+            Tab::Decision => self.decision.ui(ui, live.as_deref()),
+            Tab::Inspector => {
+                let sources: Vec<(String, PathBuf)> = library
+                    .all(live_series)
+                    .filter_map(|r| r.dir.clone().map(|d| (r.name.clone(), d)))
+                    .collect();
+                self.inspector.ui(ui, &sources)
             }
             Tab::Runs => self
                 .runs

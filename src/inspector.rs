@@ -202,10 +202,7 @@ fn answer(state: &mut Option<Loaded>, request: Request, cancel: &AtomicBool) -> 
     let Some(s) = state.as_ref() else {
         return Some(Reply::Failed("no run loaded".into()));
     };
-    let opts = |methods: Vec<BoundMethod>| InspectOptions {
-        methods,
-        ..Default::default()
-    };
+    let opts = InspectOptions::interactive;
     match request {
         Request::Load { .. } => None,
         Request::Point {
@@ -368,7 +365,7 @@ fn statuses(
     })
 }
 
-/// The pre-activation bounds the relaxation lines of `method` use at a neuron with bounds
+/// The relaxation lines `method` puts on a ReLU whose pre-activation bounds are
 /// `[l, u]`, as `(lower_slope, lower_intercept, upper_slope, upper_intercept)` of
 /// `a >= lower_slope z + lower_intercept` and `a <= upper_slope z + upper_intercept`
 /// (DESIGN.md, "Backward linear relaxation"). IBP has no lines: its relaxation is the box
@@ -387,6 +384,43 @@ pub fn relu_lines(method: BoundMethod, l: f64, u: f64) -> (f64, f64, f64, f64) {
         BoundMethod::Crown | BoundMethod::CrownIbp => {
             let a = if u >= -l { 1.0 } else { 0.0 };
             (a, 0.0, s, -s * l)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lines drawn for each method bound the ReLU on `[l, u]` (checked on a grid), the
+    /// upper chord meets it at both ends, and CROWN's lower line is the ReLU's own piece on the
+    /// longer side.
+    #[test]
+    fn relu_lines_bound_the_relu_on_the_interval() {
+        for (l, u) in [
+            (-1.0, 2.0),
+            (-2.0, 0.5),
+            (-0.3, 0.3),
+            (0.2, 1.0),
+            (-1.0, -0.1),
+        ] {
+            for m in BoundMethod::ALL {
+                let (ls, li, us, ui) = relu_lines(m, l, u);
+                for k in 0..=100 {
+                    let z = l + (u - l) * k as f64 / 100.0;
+                    let a = f64::max(z, 0.0);
+                    assert!(ls * z + li <= a + 1e-12, "{} lower at {z}", m.name());
+                    assert!(a <= us * z + ui + 1e-12, "{} upper at {z}", m.name());
+                }
+                if m != BoundMethod::Ibp {
+                    assert!((us * l + ui - l.max(0.0)).abs() < 1e-12);
+                    assert!((us * u + ui - u.max(0.0)).abs() < 1e-12);
+                }
+            }
+            if l < 0.0 && u > 0.0 {
+                let (ls, ..) = relu_lines(BoundMethod::Crown, l, u);
+                assert_eq!(ls, if u >= -l { 1.0 } else { 0.0 });
+            }
         }
     }
 }

@@ -38,6 +38,26 @@ pub struct InspectOptions {
     pub curve_points: usize,
 }
 
+impl InspectOptions {
+    /// A lighter search for the GUI, where an answer should come within a fraction of a
+    /// second after the eps slider stops: fewer samples, one start per neuron, a coarser
+    /// bisection and curve. The ranges are still inner bounds (every point is feasible).
+    pub fn interactive(methods: Vec<BoundMethod>) -> Self {
+        InspectOptions {
+            methods,
+            search: Search {
+                samples: 128,
+                steps: 15,
+                restarts: 1,
+            },
+            pgd_steps: 20,
+            pgd_restarts: 1,
+            bisect_steps: 12,
+            curve_points: 16,
+        }
+    }
+}
+
 impl Default for InspectOptions {
     fn default() -> Self {
         InspectOptions {

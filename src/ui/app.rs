@@ -356,6 +356,8 @@ impl App {
 impl eframe::App for App {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain_events();
+        // The inspector's answers arrive whichever tab is shown.
+        self.tabs.inspector.drain(ctx);
         if self.autopilot.is_some() {
             self.autopilot_step(ctx);
         } else if let Some(n) = self.screenshots.receive(ctx) {

@@ -284,8 +284,12 @@ impl InspectorPanel {
             || self.inflight.statuses.is_some()
     }
 
-    /// Takes the thread's replies (never waits).
+    /// Takes the thread's replies (never waits); asks for another frame while work is in
+    /// flight.
     pub fn drain(&mut self, ctx: &egui::Context) {
+        if self.busy() {
+            ctx.request_repaint_after(Duration::from_millis(50));
+        }
         let mut replies = Vec::new();
         if let Some(h) = &self.handle {
             while let Ok(r) = h.replies.try_recv() {
@@ -380,9 +384,6 @@ impl InspectorPanel {
     pub fn ui(&mut self, ui: &mut Ui, sources: &[(String, PathBuf)]) -> Vec<Action> {
         let ctx = ui.ctx().clone();
         self.drain(&ctx);
-        if self.busy() {
-            ctx.request_repaint_after(Duration::from_millis(50));
-        }
         self.source_ui(ui, sources);
         if let Some(e) = &self.error {
             ui.label(RichText::new(e).color(super::ERROR_COLOR));

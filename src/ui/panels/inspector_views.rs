@@ -36,7 +36,10 @@ pub fn method_color(m: BoundMethod) -> Color32 {
     }
 }
 
-const EMPIRICAL_COLOR: Color32 = Color32::from_rgb(30, 30, 30);
+/// The colour of what is real (the empirical range, PGD, the ReLU): the theme's strong text.
+fn real_color(ui: &Ui) -> Color32 {
+    ui.visuals().strong_text_color()
+}
 const UNSTABLE_COLOR: Color32 = Color32::from_rgb(220, 50, 47);
 
 fn status_color(s: Option<PointStatus>) -> Color32 {
@@ -459,6 +462,7 @@ fn bars_ui(
     selected: usize,
     neuron: Option<usize>,
 ) -> Option<usize> {
+    let fg = real_color(ui);
     let layer = layers.get(selected)?;
     let order = by_width(layer);
     let shown = order.len().min(MAX_BARS);
@@ -505,7 +509,7 @@ fn bars_ui(
                         "empirical",
                         PlotPoints::new(vec![[k as f64, e.lower[j]], [k as f64, e.upper[j]]]),
                     )
-                    .color(EMPIRICAL_COLOR)
+                    .color(fg)
                     .width(4.0),
                 );
             }
@@ -542,6 +546,7 @@ fn bars_ui(
 
 /// The worst margin lower bound of each method against eps, PGD's margin, the radii.
 pub fn margin_curve_ui(ui: &mut Ui, panel: &InspectorPanel) {
+    let fg = real_color(ui);
     let Some((_, _, radii)) = panel
         .radii
         .as_ref()
@@ -564,7 +569,7 @@ pub fn margin_curve_ui(ui: &mut Ui, panel: &InspectorPanel) {
             Some(r) => format!("PGD r = {r:.4}"),
             None => "PGD: never broken".into(),
         })
-        .color(EMPIRICAL_COLOR),
+        .color(fg),
     );
     ui.horizontal_wrapped(|ui| {
         for t in text {
@@ -599,7 +604,7 @@ pub fn margin_curve_ui(ui: &mut Ui, panel: &InspectorPanel) {
             let pts: Vec<[f64; 2]> = c.eps.iter().zip(&c.pgd).map(|(e, y)| [*e, *y]).collect();
             p.line(
                 Line::new("PGD margin", PlotPoints::new(pts))
-                    .color(EMPIRICAL_COLOR)
+                    .color(fg)
                     .width(2.0)
                     .style(LineStyle::dashed_dense()),
             );
@@ -611,11 +616,7 @@ pub fn margin_curve_ui(ui: &mut Ui, panel: &InspectorPanel) {
                 );
             }
             if let Some(r) = pgd {
-                p.vline(
-                    VLine::new("PGD radius", r)
-                        .color(EMPIRICAL_COLOR)
-                        .width(1.5),
-                );
+                p.vline(VLine::new("PGD radius", r).color(fg).width(1.5));
             }
             p.vline(
                 VLine::new("slider eps", eps)
@@ -628,6 +629,7 @@ pub fn margin_curve_ui(ui: &mut Ui, panel: &InspectorPanel) {
 /// One neuron's ReLU over `[l, u]` with each method's lines, the empirical range, and the
 /// pre-activation at each relaxation's optimum (what r2 measures).
 pub fn neuron_ui(ui: &mut Ui, panel: &mut InspectorPanel, _subject: &Subject) {
+    let fg = real_color(ui);
     let Some(point) = panel.point.as_ref() else {
         return;
     };
@@ -691,7 +693,7 @@ pub fn neuron_ui(ui: &mut Ui, panel: &mut InspectorPanel, _subject: &Subject) {
             let relu = vec![[lo - pad, 0.0], [0.0, 0.0], [hi + pad, (hi + pad).max(0.0)]];
             p.line(
                 Line::new("ReLU", PlotPoints::new(relu))
-                    .color(EMPIRICAL_COLOR)
+                    .color(fg)
                     .width(2.5),
             );
             for (m, iv) in &layer.methods {
@@ -717,7 +719,7 @@ pub fn neuron_ui(ui: &mut Ui, panel: &mut InspectorPanel, _subject: &Subject) {
                     "empirical range",
                     PlotPoints::new(vec![[e.lower[j], y], [e.upper[j], y]]),
                 )
-                .color(EMPIRICAL_COLOR)
+                .color(fg)
                 .width(5.0),
             );
             for (m, o) in &layer.optimum {

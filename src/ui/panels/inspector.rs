@@ -167,6 +167,7 @@ impl InspectorPanel {
             self.request_point(ctx);
             self.request_radii(ctx);
             self.request_statuses(ctx);
+            self.request_images(ctx);
         }
     }
 
@@ -560,7 +561,6 @@ impl InspectorPanel {
         };
         if let (Some(i), Some(dir)) = (clicked, self.source.clone()) {
             self.select(&ctx, &dir, i);
-            self.request_images(&ctx);
         }
         views::margins_table_ui(ui, self, subject);
     }

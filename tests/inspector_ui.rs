@@ -164,4 +164,28 @@ fn clicking_a_point_in_the_2d_view_opens_it_in_the_inspector() {
         h.state().tabs.inspector.statuses.as_ref().unwrap().eps,
         0.02
     );
+
+    // "largest certified ball": every point gets its largest certified eps on a grid up to
+    // 4 eps = 0.08; a misclassified point is certified at none, so its radius is 0.
+    h.get_by_label("largest certified ball").click();
+    let balls = step_until(&mut h, 60, |app| {
+        let i = &app.tabs.inspector;
+        !i.busy() && i.statuses.as_ref().is_some_and(|s| s.radius.is_some())
+    });
+    assert!(balls, "the radii of the points arrived");
+    let s = h.state().tabs.inspector.statuses.clone().unwrap();
+    let radius = s.radius.unwrap();
+    assert_eq!(radius.len(), s.status.len());
+    assert!(radius.iter().all(|r| (0.0..=0.08 + 1e-12).contains(r)));
+    let misclassified = s
+        .status
+        .iter()
+        .filter(|st| **st == PointStatus::Misclassified);
+    for (st, r) in s.status.iter().zip(&radius) {
+        if *st == PointStatus::Misclassified {
+            assert_eq!(*r, 0.0);
+        }
+    }
+    assert!(misclassified.count() < s.status.len());
+    assert!(radius.iter().any(|r| *r > 0.0), "some point is certified");
 }

@@ -645,6 +645,35 @@ mod tests {
             assert!((first.empirical.lower[j] - ibp.lower[j]).abs() < 1e-9);
             assert!((first.empirical.upper[j] - ibp.upper[j]).abs() < 1e-9);
         }
+        // l_2, the ball inside the box: the range is w.x + b -+ eps ||w||_2 (closed form).
+        let ball = Ball {
+            eps: 0.1,
+            norm: Norm::L2,
+        };
+        let pb = scope.bounds_at(&x, 0, ball, &quick(), &never()).unwrap();
+        let Layer::Linear { weight, bias } = &scope.network().layers[0] else {
+            unreachable!("an MLP starts with a linear layer")
+        };
+        let xb = scope.batch(&x);
+        let centre = to_vec(&xb.matmul(&weight.tr()).squeeze_dim(0).g_add(bias));
+        let reach = to_vec(
+            &(weight
+                .square()
+                .sum_dim_intlist([1i64].as_slice(), false, None::<Kind>)
+                .sqrt()
+                * 0.1),
+        );
+        let e = &pb.layers[0].empirical;
+        for j in 0..10 {
+            assert!(
+                (e.lower[j] - (centre[j] - reach[j])).abs() < 1e-6,
+                "neuron {j} lower"
+            );
+            assert!(
+                (e.upper[j] - (centre[j] + reach[j])).abs() < 1e-6,
+                "neuron {j} upper"
+            );
+        }
     }
 
     /// What the methods guarantee between them: CROWN-IBP's hidden intervals are IBP's;

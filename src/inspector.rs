@@ -278,13 +278,16 @@ fn load(run_dir: &Path, best: bool) -> Result<(Loaded, Subject), String> {
     let scope = Microscope::new(&net).map_err(|e| format!("cannot inspect this run: {e}"))?;
     let map = (ds.input_shape == [2])
         .then(|| decision_map(&net, &ds.test_x, &ds.test_y, None, 0, 96, 400));
-    let eps = cfg
-        .eval
-        .eps
-        .first()
-        .copied()
-        .unwrap_or(cfg.train.eps)
-        .max(0.0);
+    let eps = cfg.eval.eps.first().copied().unwrap_or(cfg.train.eps);
+    // A run trained and evaluated without eps still gets a ball to look at.
+    let eps = if eps > 0.0 {
+        eps
+    } else {
+        match cfg.eval.norm {
+            Norm::Linf => 0.05,
+            Norm::L2 => 0.5,
+        }
+    };
     let subject = Subject {
         run_dir: run_dir.to_path_buf(),
         name: run_dir.file_name().map_or_else(

@@ -89,6 +89,8 @@ pub struct InspectorPanel {
     pub(super) textures: views::Textures,
     requested_images: HashSet<usize>,
     inflight: InFlight,
+    /// The load in flight is a reload of the run already shown.
+    reloading: bool,
     /// When the slider last sent a request: the status line shows how long the answer takes.
     pub busy_since: Option<Instant>,
     /// Seconds the last point answer took.
@@ -120,6 +122,7 @@ impl Default for InspectorPanel {
             textures: views::Textures::default(),
             requested_images: HashSet::new(),
             inflight: InFlight::default(),
+            reloading: false,
             busy_since: None,
             last_secs: None,
             plot_transform: None,
@@ -173,6 +176,8 @@ impl InspectorPanel {
 
     /// (Re)loads a run folder's model: after training went on, its model file changed.
     pub fn load(&mut self, ctx: &egui::Context, run_dir: &Path) {
+        // Reloading the same run keeps the slider, norm and layer where the user left them.
+        self.reloading = self.subject.as_ref().is_some_and(|s| s.run_dir == run_dir);
         self.source = Some(run_dir.to_path_buf());
         self.subject = None;
         self.point = None;
@@ -312,12 +317,12 @@ impl InspectorPanel {
                 if self.index >= subject.test_len {
                     self.index = 0;
                 }
-                self.norm = subject.norm;
-                if self.eps <= 0.0 || self.subject.is_none() {
+                if !self.reloading {
+                    self.norm = subject.norm;
                     self.eps = subject.eps;
+                    self.layer = 0;
                 }
                 self.subject = Some(*subject);
-                self.layer = 0;
                 self.request_point(ctx);
                 self.request_radii(ctx);
                 self.request_statuses(ctx);

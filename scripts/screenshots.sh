@@ -42,4 +42,41 @@ echo "6/6 a sweep (training eps x 3 seeds on two moons), its Pareto front and re
   || { cat "$work/sweep.log"; exit 1; }
 xrun "$BIN" gui presets/moons-crown-ibp.toml --runs-dir "$runs" --size 1400x900 \
   --sweep "$runs/sweeps/moons-eps" --shot sweep="$OUT/sweep.png"
+
+echo "the Inspector: a Fashion-MNIST image and a 2-D point (gui --inspect RUN_DIR)"
+cat > "$work/fm-inspect.toml" <<'TOML'
+name = "fmnist-inspect"
+seed = 0
+device = "cpu"
+[dataset]
+kind = "fashion-mnist"
+train_size = 12000
+test_size = 500
+[model]
+arch = "mlp"
+hidden = [100, 100]
+[train]
+method = "crown-ibp"
+epochs = 4
+batch_size = 128
+eps = 0.05
+warmup_epochs = 1
+ramp_epochs = 2
+final_beta = 0.0
+final_kappa = 0.0
+[optimizer]
+kind = "adam"
+lr = 0.001
+[eval]
+eps = [0.05]
+bounds = ["ibp", "crown"]
+pgd_steps = 10
+robust_subset = 200
+TOML
+"$BIN" run "$work/fm-inspect.toml" --out "$work/fm-inspect" --device cpu >/dev/null
+big() { xvfb-run -a -s "-screen 0 1500x1350x24" "$@"; }
+big "$BIN" gui --runs-dir "$work/none" --size 1450x1300 --inspect "$work/fm-inspect" \
+  --inspect-index 6 --inspect-eps 0.03 --inspect-layer 1 --shot inspector="$OUT/inspector-fmnist.png"
+big "$BIN" gui --runs-dir "$work/none" --size 1450x1300 --inspect "$runs/moons-crown-ibp" \
+  --inspect-index 5 --inspect-eps 0.08 --inspect-layer 1 --shot inspector="$OUT/inspector-2d.png"
 ls -l "$OUT"

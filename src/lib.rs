@@ -1,8 +1,8 @@
 //! certlab: a workbench for robustness experiments on neural networks.
 //!
 //! Engine modules (`config`, `data`, `model`, `bounds`, `attack`, `lipschitz`, `eval`, `train`, `run`,
-//! `worker`) never touch egui; `ui` never touches a tensor. `failure` turns libtorch's errors and
-//! panics into one sentence naming what was being done.
+//! `worker`, `inspector`) never touch egui; `ui` never touches a tensor. `failure` turns libtorch's
+//! errors and panics into one sentence naming what was being done.
 pub mod alloc;
 pub mod attack;
 pub mod bounds;
@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod failure;
+pub mod inspector;
 pub mod linalg;
 pub mod lipschitz;
 pub mod metrics;

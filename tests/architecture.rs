@@ -12,13 +12,22 @@ const LAYERS: &[&[&str]] = &[
     &["bounds", "attack", "lipschitz"],
     &["eval"],
     &["train"],
-    &["worker", "sweep"],
+    &["worker", "sweep", "inspector"],
     &["ui"],
     &["cli"],
 ];
 
-/// What the UI may import: plain data, run folders, and the worker that runs the trainer.
-const UI_MAY_USE: &[&str] = &["protocol", "metrics", "config", "run", "worker", "sweep"];
+/// What the UI may import: plain data, run folders, the worker that runs the trainer and the
+/// inspector thread that runs the bound microscope.
+const UI_MAY_USE: &[&str] = &[
+    "protocol",
+    "metrics",
+    "config",
+    "run",
+    "worker",
+    "inspector",
+    "sweep",
+];
 
 const MAX_FILE_LINES: usize = 800;
 const MAX_FN_LINES: usize = 120;

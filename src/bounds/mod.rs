@@ -22,6 +22,7 @@ mod input;
 mod intermediate;
 mod memory;
 mod ops;
+mod optimum;
 mod projection;
 mod relax;
 mod tightness;
@@ -30,6 +31,7 @@ pub use self::certify::{certify, Certification, RECHECK_REL};
 pub use self::ibp::apply_linear;
 pub use self::input::input_box;
 pub use self::memory::training_bytes;
+pub use self::optimum::relaxed_optimum;
 pub use self::tightness::{gap_stats, tightness, Tightness};
 pub use crate::config::BoundMethod;
 

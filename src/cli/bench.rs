@@ -42,6 +42,13 @@ pub struct BenchArgs {
     /// With --ui: frames per tab.
     #[arg(long, default_value_t = 200)]
     pub frames: u32,
+    /// With --ui: time the Inspector tab on this run folder instead, while it recomputes
+    /// (the eps slider dragged for 30 frames in every 180).
+    #[arg(long)]
+    pub inspect: Option<PathBuf>,
+    /// With --inspect: the test point.
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
     /// Time the Lipschitz estimators instead (power and Gram at fixed iterations, exact) on
     /// a 3x3 conv 64->64 on a 32x32 input and on a 1024x1024 dense matrix.
     #[arg(long)]
@@ -54,6 +61,9 @@ impl BenchArgs {
         let d = &self.device;
         if self.lipschitz {
             bench_lipschitz_cmd(d)
+        } else if let (true, Some(dir)) = (self.ui, &self.inspect) {
+            crate::ui::bench_inspector::bench_inspector_cmd(dir, self.index, self.frames)
+                .map_err(anyhow::Error::msg)
         } else if self.ui {
             crate::ui::bench::bench_ui_cmd(self.frames);
             Ok(())

@@ -21,7 +21,8 @@ pub struct GuiArgs {
     #[arg(long)]
     pub start: bool,
     /// Save the window of TAB as a PNG and quit after the last one (for `make screenshots`):
-    /// TAB=FILE, TAB one of overview, tightness, lipschitz, decision, runs, sweep.
+    /// TAB=FILE, TAB one of overview, tightness, lipschitz, smoothing, decision, inspector,
+    /// runs, sweep.
     #[arg(long = "shot", value_name = "TAB=FILE")]
     pub shots: Vec<String>,
     /// With --shot: wait until the run has this many evaluations (or has ended).
@@ -33,6 +34,18 @@ pub struct GuiArgs {
     /// A sweep folder to open in the Sweep tab.
     #[arg(long)]
     pub sweep: Option<PathBuf>,
+    /// With --shot: open test point --inspect-index of this run folder in the Inspector and
+    /// wait for its answers.
+    #[arg(long)]
+    pub inspect: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    pub inspect_index: usize,
+    /// With --inspect: the eps slider (default: the run's eval eps).
+    #[arg(long)]
+    pub inspect_eps: Option<f64>,
+    /// With --inspect: the layer drawn as bars (0: the first hidden layer).
+    #[arg(long, default_value_t = 0)]
+    pub inspect_layer: usize,
 }
 
 impl GuiArgs {
@@ -48,6 +61,10 @@ impl GuiArgs {
             shot_after,
             overlay_all,
             sweep,
+            inspect,
+            inspect_index,
+            inspect_eps,
+            inspect_layer,
         } = self;
         let parsed_size = size
             .split_once('x')
@@ -59,7 +76,7 @@ impl GuiArgs {
                 .split_once('=')
                 .with_context(|| format!("--shot `{s}` is not TAB=FILE"))?;
             let tab = crate::ui::Tab::parse(tab).with_context(|| {
-                format!("--shot: unknown tab `{tab}`: expected overview, tightness, lipschitz, decision, runs or sweep")
+                format!("--shot: unknown tab `{tab}`: expected overview, tightness, lipschitz, smoothing, decision, inspector, runs or sweep")
             })?;
             plan.push((tab, PathBuf::from(file)));
         }
@@ -69,6 +86,12 @@ impl GuiArgs {
             quit_after_shots: !plan.is_empty(),
             shots: plan,
             overlay_all,
+            inspect: inspect.map(|run_dir| crate::ui::InspectShot {
+                run_dir,
+                index: inspect_index,
+                eps: inspect_eps,
+                layer: inspect_layer,
+            }),
             ..Default::default()
         });
         crate::ui::launch(crate::ui::LaunchOptions {

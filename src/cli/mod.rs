@@ -1,9 +1,11 @@
-//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz |
-//! smooth | sweep`, one file per subcommand, each a clap `Args` struct with a `run` method.
+//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | inspect |
+//! lipschitz | smooth | sweep`, one file per subcommand, each a clap `Args` struct with a `run`
+//! method.
 mod bench;
 mod bounds;
 mod eval;
 mod gui;
+mod inspect;
 mod lipschitz;
 mod run;
 mod runs;
@@ -44,6 +46,9 @@ pub enum Cmd {
     /// Certified bounds of a trained run: per-class logit bounds and margin lower bounds of the
     /// first N test points, as JSON.
     Bounds(bounds::BoundsArgs),
+    /// The bound microscope on one test point of a trained run: per-layer intervals of each bound
+    /// method against the empirical range, margin bounds, certified and PGD radii.
+    Inspect(inspect::InspectArgs),
     /// Evaluate a trained run: clean, PGD and certified accuracy on the first N test points.
     Eval(eval::EvalArgs),
     /// Lipschitz constants of a trained run: per-layer and whole-network values of each
@@ -77,6 +82,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         }
         Some(Cmd::Bounds(args)) => args.run(),
         Some(Cmd::Eval(args)) => args.run(),
+        Some(Cmd::Inspect(args)) => args.run(),
         Some(Cmd::Lipschitz(args)) => args.run().map(|_| 0),
         Some(Cmd::Bench(args)) => args.run().map(|_| 0),
         Some(Cmd::Sweep(args)) => args.run(),

@@ -7,11 +7,17 @@
 //! bound can be neither misclassified nor broken by PGD: when that happens the evaluation
 //! reports a [`Violation`] naming the point and the bound method.
 mod decision;
+mod empirical;
 mod epoch;
+mod inspect;
 pub mod noisy;
 pub mod smoothing;
 pub use decision::decision_map;
+pub use empirical::{empirical_ranges, Search};
 pub use epoch::{gap_method, EvalListener, Evaluator, Interrupted, CERT_GRAM_ITERS, GAP_POINTS};
+pub use inspect::{
+    InspectOptions, Interval, LayerInspection, MarginCurve, Microscope, PointBounds, Radii,
+};
 pub use smoothing::noise_like;
 
 use crate::attack::{self, AttackLoss, PgdConfig};

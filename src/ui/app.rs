@@ -448,6 +448,10 @@ impl App {
                     }
                 }
                 Action::ExportSweepCsv => self.export_sweep_csv(),
+                Action::InspectPoint { run_dir, index } => {
+                    self.tab = Tab::Inspector;
+                    self.tabs.inspector.select(ctx, &run_dir, index);
+                }
             }
         }
     }
@@ -477,6 +481,8 @@ impl App {
 impl eframe::App for App {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain_events();
+        // The inspector's answers arrive whichever tab is shown.
+        self.tabs.inspector.drain(ctx);
         if self.autopilot.is_some() {
             self.autopilot_step(ctx);
         } else if let Some(n) = self.screenshots.receive(ctx) {

@@ -17,11 +17,42 @@ pub struct Autopilot {
     pub overlay_all: bool,
     /// Close the window after the last shot.
     pub quit_after_shots: bool,
+    /// Open a test point in the Inspector and wait for its answers before the shots.
+    pub inspect: Option<InspectShot>,
     pub(crate) frames_waited: u32,
     pub(crate) began: bool,
 }
 
+/// The point the Inspector shows in the screenshots.
+#[derive(Debug, Clone, Default)]
+pub struct InspectShot {
+    pub run_dir: PathBuf,
+    pub index: usize,
+    /// The slider's eps (default: the run's eval eps).
+    pub eps: Option<f64>,
+    /// The layer whose bars and neuron are drawn (index into the inspected layers).
+    pub layer: usize,
+}
+
 impl App {
+    /// Whether the Inspector has answered for the shot's point at the shot's eps (setting the
+    /// eps and the layer once the run is loaded).
+    fn inspector_ready(&mut self, ctx: &egui::Context, shot: &InspectShot) -> bool {
+        let insp = &mut self.tabs.inspector;
+        if insp.error.is_some() {
+            return true;
+        }
+        if insp.subject.is_none() {
+            return false;
+        }
+        if let Some(eps) = shot.eps.filter(|e| *e != insp.eps) {
+            insp.set_eps(ctx, eps);
+            return false;
+        }
+        insp.layer = shot.layer;
+        !insp.busy() && insp.point.is_some() && insp.radii.is_some()
+    }
+
     /// One step of `make screenshots`.
     pub(super) fn autopilot_step(&mut self, ctx: &egui::Context) {
         let Some(mut ap) = self.autopilot.take() else {
@@ -36,6 +67,9 @@ impl App {
             }
             if ap.start {
                 self.start(ctx);
+            }
+            if let Some(shot) = &ap.inspect {
+                self.tabs.inspector.select(ctx, &shot.run_dir, shot.index);
             }
         }
         if self.screenshots.is_pending() {
@@ -53,6 +87,11 @@ impl App {
             Some(l) => !l.is_running() || l.series.records.len() >= ap.after_evals,
             None => true,
         };
+        let ready = ready
+            && match ap.inspect.clone() {
+                Some(shot) => self.inspector_ready(ctx, &shot),
+                None => true,
+            };
         if !ready {
             self.autopilot = Some(ap);
             return;

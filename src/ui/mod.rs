@@ -10,6 +10,7 @@
 mod app;
 mod autopilot;
 pub mod bench;
+pub mod bench_inspector;
 mod export;
 mod library;
 mod live;
@@ -23,7 +24,7 @@ pub mod sweep_view;
 pub mod toy;
 
 pub use app::{App, Spawner};
-pub use autopilot::Autopilot;
+pub use autopilot::{Autopilot, InspectShot};
 pub use export::{runs_csv, summary_row, SummaryRow};
 pub use library::Library;
 pub use live::LiveRun;

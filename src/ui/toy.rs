@@ -4,7 +4,8 @@ use super::series::PALETTE;
 use crate::metrics::{DecisionMap, PointStatus};
 use egui::{Color32, ColorImage, TextureHandle, TextureOptions, Ui};
 use egui_plot::{
-    Corner, Legend, MarkerShape, Plot, PlotImage, PlotPoint, PlotPoints, Points, Polygon,
+    Corner, Legend, MarkerShape, Plot, PlotImage, PlotPoint, PlotPoints, PlotResponse, Points,
+    Polygon,
 };
 
 /// Colours of the two (or more) classes' regions and points.
@@ -61,7 +62,7 @@ pub fn regions_image(map: &DecisionMap) -> ColorImage {
 }
 
 /// The outline of the eps ball around `c`: a square (l_inf) or a 24-gon (l_2).
-fn ball(c: [f32; 2], eps: f64, l2: bool) -> Vec<[f64; 2]> {
+pub fn ball(c: [f32; 2], eps: f64, l2: bool) -> Vec<[f64; 2]> {
     let (x, y) = (c[0] as f64, c[1] as f64);
     if l2 {
         (0..24)
@@ -80,13 +81,14 @@ fn ball(c: [f32; 2], eps: f64, l2: bool) -> Vec<[f64; 2]> {
     }
 }
 
-/// Draws the view. `texture` caches the regions image of `map.epoch`.
+/// Draws the view. `texture` caches the regions image of `map.epoch`. The plot's response
+/// and transform (`None` before the first image) tell where each point is on screen.
 pub fn decision_ui(
     ui: &mut Ui,
     map: &DecisionMap,
     texture: &mut Option<(u32, TextureHandle)>,
     height: f32,
-) -> egui::Response {
+) -> Option<PlotResponse<()>> {
     if texture.as_ref().is_none_or(|(e, _)| *e != map.epoch) {
         let tex = ui.ctx().load_texture(
             "decision-regions",
@@ -96,10 +98,11 @@ pub fn decision_ui(
         *texture = Some((map.epoch, tex));
     }
     let Some((_, tex)) = texture.as_ref() else {
-        return ui.label("no decision map yet");
+        ui.label("no decision map yet");
+        return None;
     };
     let tex_id = tex.id();
-    Plot::new("decision-map")
+    let response = Plot::new("decision-map")
         .height(height)
         .data_aspect(1.0)
         .include_x(0.0)
@@ -150,8 +153,8 @@ pub fn decision_ui(
                         .radius(2.5),
                 );
             }
-        })
-        .response
+        });
+    Some(response)
 }
 
 /// Counts of each status, in display order.

@@ -1,5 +1,8 @@
 //! The "2-D view" tab: the live run's decision regions on a toy data set and which test
-//! points are certified, updated after every evaluation.
+//! points are certified, updated after every evaluation. Clicking a test point opens it in
+//! the Inspector.
+use super::inspector_views::nearest_point;
+use super::Action;
 use crate::ui::live::LiveRun;
 use crate::ui::toy;
 use egui::{RichText, Ui};
@@ -8,6 +11,8 @@ use egui::{RichText, Ui};
 pub struct DecisionPanel {
     /// The regions image of the map last drawn, by epoch (a new run starts it again).
     texture: Option<(u32, egui::TextureHandle)>,
+    /// The plot's last transform: where each test point is on screen.
+    pub plot_transform: Option<egui_plot::PlotTransform>,
 }
 
 impl DecisionPanel {
@@ -16,11 +21,12 @@ impl DecisionPanel {
         self.texture = None;
     }
 
-    pub fn ui(&mut self, ui: &mut Ui, live: Option<&LiveRun>) {
+    /// Draws the tab; a click on a test point asks for [`Action::InspectPoint`].
+    pub fn ui(&mut self, ui: &mut Ui, live: Option<&LiveRun>) -> Vec<Action> {
         let Some(live) = live else {
             ui.add_space(20.0);
             ui.label("Start a run on a 2-D toy data set (moons, circles, spirals, xor) to see its decision regions and which points are certified, updated after every evaluation.");
-            return;
+            return Vec::new();
         };
         let Some(map) = live.decision.as_ref() else {
             ui.add_space(20.0);
@@ -29,7 +35,7 @@ impl DecisionPanel {
             } else {
                 "The 2-D view is for the toy data sets (their inputs are points in the unit square)."
             });
-            return;
+            return Vec::new();
         };
         ui.horizontal(|ui| {
             ui.label(format!(
@@ -45,7 +51,24 @@ impl DecisionPanel {
                 );
             }
         });
+        ui.label(RichText::new("Click a test point to inspect its bounds layer by layer.").small());
         let h = ui.available_height() - 10.0;
-        toy::decision_ui(ui, map, &mut self.texture, h.max(200.0));
+        let Some(r) = toy::decision_ui(ui, map, &mut self.texture, h.max(200.0)) else {
+            return Vec::new();
+        };
+        self.plot_transform = Some(r.transform);
+        let clicked = r
+            .response
+            .clicked()
+            .then(|| r.response.interact_pointer_pos())
+            .flatten()
+            .and_then(|pos| nearest_point(&map.points, &r.transform, pos, 12.0));
+        match (clicked, live.run_dir()) {
+            (Some(index), Some(dir)) => vec![Action::InspectPoint {
+                run_dir: dir.to_path_buf(),
+                index,
+            }],
+            _ => Vec::new(),
+        }
     }
 }

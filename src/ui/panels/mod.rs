@@ -3,6 +3,8 @@
 //! the [`Action`]s it asks for; the app applies them after the frame, in one place.
 pub mod decision;
 pub mod designer;
+pub mod inspector;
+pub mod inspector_views;
 pub mod lipschitz;
 pub mod log;
 pub mod overview;
@@ -14,6 +16,7 @@ pub mod toolbar;
 
 pub use decision::DecisionPanel;
 pub use designer::Designer;
+pub use inspector::InspectorPanel;
 pub use lipschitz::LipschitzPanel;
 pub use log::{LogLine, LogPanel};
 pub use overview::OverviewPanel;
@@ -57,6 +60,11 @@ pub enum Action {
     StopSweep,
     ResumeSweep,
     ExportSweepCsv,
+    /// Open test point `index` of the run in `run_dir` in the Inspector.
+    InspectPoint {
+        run_dir: PathBuf,
+        index: usize,
+    },
 }
 
 /// The views of the central panel.
@@ -66,18 +74,20 @@ pub enum Tab {
     Tightness,
     Lipschitz,
     Decision,
+    Inspector,
     Runs,
     Sweep,
     Smoothing,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 7] = [
+    pub const ALL: [Tab; 8] = [
         Tab::Overview,
         Tab::Tightness,
         Tab::Lipschitz,
         Tab::Smoothing,
         Tab::Decision,
+        Tab::Inspector,
         Tab::Runs,
         Tab::Sweep,
     ];
@@ -87,6 +97,7 @@ impl Tab {
             Tab::Tightness => "Bound tightness",
             Tab::Lipschitz => "Lipschitz",
             Tab::Decision => "2-D view",
+            Tab::Inspector => "Inspector",
             Tab::Runs => "Runs",
             Tab::Sweep => "Sweep",
             Tab::Smoothing => "Smoothing",
@@ -98,6 +109,7 @@ impl Tab {
             "tightness" | "gap" => Some(Tab::Tightness),
             "lipschitz" => Some(Tab::Lipschitz),
             "decision" | "2d" => Some(Tab::Decision),
+            "inspector" | "inspect" => Some(Tab::Inspector),
             "runs" | "compare" => Some(Tab::Runs),
             "sweep" => Some(Tab::Sweep),
             "smoothing" => Some(Tab::Smoothing),
@@ -113,6 +125,7 @@ pub struct Tabs {
     pub tightness: TightnessPanel,
     pub lipschitz: LipschitzPanel,
     pub decision: DecisionPanel,
+    pub inspector: InspectorPanel,
     pub runs: RunsPanel,
     pub sweep: SweepPanel,
     pub smoothing: SmoothingPanel,
@@ -140,9 +153,13 @@ impl Tabs {
             Tab::Tightness => self.tightness.ui(ui, &library.visible(live_series)),
             Tab::Lipschitz => self.lipschitz.ui(ui, &library.visible(live_series)),
             Tab::Smoothing => self.smoothing.ui(ui, &library.visible(live_series)),
-            Tab::Decision => {
-                self.decision.ui(ui, live.as_deref());
-                Vec::new()
+            Tab::Decision => self.decision.ui(ui, live.as_deref()),
+            Tab::Inspector => {
+                let sources: Vec<(String, PathBuf)> = library
+                    .all(live_series)
+                    .filter_map(|r| r.dir.clone().map(|d| (r.name.clone(), d)))
+                    .collect();
+                self.inspector.ui(ui, &sources)
             }
             Tab::Runs => self
                 .runs

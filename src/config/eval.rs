@@ -19,6 +19,31 @@ pub struct EvalConfig {
     pub every_epochs: u32,
     /// Lipschitz estimators reported per evaluation: power, gram, exact, product, lipsdp, empirical.
     pub lipschitz: Vec<Estimator>,
+    /// alpha-CROWN: bounds computed per point (one Adam step between two) and Adam's step size.
+    pub alpha_iters: u32,
+    pub alpha_lr: f64,
+    /// Complete verification of the first `points` robust-subset points at the first eval eps
+    /// (`verified_acc`); absent: off.
+    pub verify: Option<VerifyConfig>,
+}
+
+/// `[eval.verify]`: the cascade IBP -> CROWN -> alpha-CROWN -> branch and bound per point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Time budget of one point, seconds.
+    pub timeout_s: f64,
+    /// How many points of the robust subset are verified.
+    pub points: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            timeout_s: 1.0,
+            points: 100,
+        }
+    }
 }
 
 impl Default for EvalConfig {
@@ -32,6 +57,9 @@ impl Default for EvalConfig {
             robust_subset: 500,
             every_epochs: 1,
             lipschitz: vec![],
+            alpha_iters: 20,
+            alpha_lr: 0.1,
+            verify: None,
         }
     }
 }
@@ -59,6 +87,32 @@ impl EvalConfig {
                 format!("{} is out of range: expected 1..=100", self.pgd_restarts),
             );
         }
+        if !(1..=1000).contains(&self.alpha_iters) {
+            bad(
+                "eval.alpha_iters",
+                format!("{} is out of range: expected 1..=1000", self.alpha_iters),
+            );
+        }
+        if !(self.alpha_lr.is_finite() && self.alpha_lr > 0.0 && self.alpha_lr <= 10.0) {
+            bad(
+                "eval.alpha_lr",
+                format!(
+                    "{} is out of range: expected a value in (0, 10]",
+                    self.alpha_lr
+                ),
+            );
+        }
+        if let Some(v) = &self.verify {
+            if !(v.timeout_s.is_finite() && v.timeout_s > 0.0 && v.timeout_s <= 3600.0) {
+                bad(
+                    "eval.verify.timeout_s",
+                    format!("{} is out of range: expected (0, 3600]", v.timeout_s),
+                );
+            }
+            if v.points > 0 && self.eps.is_empty() {
+                bad("eval.eps", "eval.verify needs at least one eval eps".into());
+            }
+        }
         if self.every_epochs == 0 {
             bad("eval.every_epochs", "must be >= 1".into());
         }
@@ -78,14 +132,19 @@ pub enum BoundMethod {
     Fastlin,
     /// CROWN relaxation (adaptive lower line) with exact intermediate bounds.
     Crown,
+    /// CROWN with the lower-line slopes of the unstable ReLUs optimised per point by projected
+    /// gradient ascent on the bound (Xu et al. 2021), intermediate layers included
+    /// (`eval.alpha_iters`, `eval.alpha_lr`).
+    AlphaCrown,
 }
 
 impl BoundMethod {
-    pub const ALL: [BoundMethod; 4] = [
+    pub const ALL: [BoundMethod; 5] = [
         BoundMethod::Ibp,
         BoundMethod::CrownIbp,
         BoundMethod::Fastlin,
         BoundMethod::Crown,
+        BoundMethod::AlphaCrown,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -93,6 +152,7 @@ impl BoundMethod {
             BoundMethod::CrownIbp => "crown-ibp",
             BoundMethod::Fastlin => "fastlin",
             BoundMethod::Crown => "crown",
+            BoundMethod::AlphaCrown => "alpha-crown",
         }
     }
     pub fn parse(s: &str) -> Option<BoundMethod> {

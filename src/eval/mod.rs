@@ -336,7 +336,7 @@ mod tests {
     }
 
     /// Every bound method.
-    const TESTED_BOUNDS: [BoundMethod; 4] = BoundMethod::ALL;
+    const TESTED_BOUNDS: [BoundMethod; 5] = BoundMethod::ALL;
 
     /// Checks cert <= pgd <= clean point by point, naming the first point that breaks it.
     #[test]

@@ -8,6 +8,7 @@
 //! reports a [`Violation`] naming the point and the bound method.
 mod decision;
 mod epoch;
+pub mod verify;
 pub use decision::decision_map;
 pub use epoch::{gap_method, EvalListener, Evaluator, Interrupted, CERT_GRAM_ITERS, GAP_POINTS};
 

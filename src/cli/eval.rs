@@ -157,6 +157,10 @@ impl EvalArgs {
             pgd_steps: if methods.pgd { opts.pgd_steps } else { 0 },
             pgd_restarts: opts.restarts,
             pgd_loss,
+            alpha: crate::bounds::AlphaSettings {
+                iters: cfg.eval.alpha_iters,
+                lr: cfg.eval.alpha_lr,
+            },
         };
         let tty = std::io::stderr().is_terminal();
         let report = robust_eval_with_progress(net, &x, &y, &spec, opts.batch, &mut |done, all| {

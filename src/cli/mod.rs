@@ -1,4 +1,5 @@
-//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz`,
+//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz |
+//! verify`,
 //! one file per subcommand, each a clap `Args` struct with a `run` method.
 mod bench;
 mod bounds;
@@ -8,6 +9,7 @@ mod lipschitz;
 mod run;
 mod runs;
 mod trained;
+mod verify;
 
 pub use bench::fashion_mlp_config;
 pub use eval::{method_names, parse_methods, MethodSet};
@@ -49,6 +51,9 @@ pub enum Cmd {
     Lipschitz(lipschitz::LipschitzArgs),
     /// Measure training throughput (samples/s) of one epoch.
     Bench(bench::BenchArgs),
+    /// Complete verification of a trained run: per test point verified / falsified / unknown /
+    /// timeout, by IBP, CROWN, alpha-CROWN and branch and bound.
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -71,6 +76,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Some(Cmd::Eval(args)) => args.run(),
         Some(Cmd::Lipschitz(args)) => args.run().map(|_| 0),
         Some(Cmd::Bench(args)) => args.run().map(|_| 0),
+        Some(Cmd::Verify(args)) => args.run(),
     }
 }
 

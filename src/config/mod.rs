@@ -15,7 +15,7 @@ mod train;
 mod validate;
 
 pub use dataset::{DatasetConfig, DatasetKind, FASHION_MNIST_DIR};
-pub use eval::{parse_names, BoundMethod, Estimator, EvalConfig};
+pub use eval::{parse_names, BoundMethod, Estimator, EvalConfig, VerifyConfig};
 pub use model::{Arch, ModelConfig};
 pub use optimizer::{LrSchedule, OptimizerConfig, OptimizerKind};
 pub use train::{LipBound, Method, Norm, R2Lower, Ramp, RegStage, TrainConfig};

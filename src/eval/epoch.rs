@@ -2,9 +2,10 @@
 //! none, and at the end of a run), PGD and certified accuracy at every eval eps on its fixed
 //! robust subset, the l_2 certificate from a Lipschitz bound, the
 //! Lipschitz estimates, and the tightness statistics of the relaxation (Zhu et al. 2020).
+use super::verify::{verify, VerifySettings};
 use super::{clean_accuracy, decision_map, robust_eval, specs_from_config, RobustSpec};
 use crate::bounds::{self, Ball};
-use crate::config::{BoundMethod, Estimator, ExperimentConfig, Method, Norm};
+use crate::config::{BoundMethod, Estimator, ExperimentConfig, Method, Norm, VerifyConfig};
 use crate::data::Dataset;
 use crate::failure::set_phase;
 use crate::lipschitz;
@@ -51,6 +52,8 @@ pub struct Evaluator {
     /// Whether to report the l_2 certificate from a Lipschitz bound (`cert_acc["lipschitz"]`).
     lip_certificate: bool,
     gap_method: Option<BoundMethod>,
+    /// Complete verification at the first eval eps (`eval.verify`).
+    verify: Option<VerifyConfig>,
 }
 
 /// Why an evaluation did not finish.
@@ -109,6 +112,7 @@ impl Evaluator {
                 || cfg.train.method == Method::Lipschitz
                 || !cfg.eval.lipschitz.is_empty(),
             gap_method: gap_method(cfg),
+            verify: cfg.eval.verify.clone().filter(|v| v.points > 0),
         }
     }
 
@@ -146,6 +150,13 @@ impl Evaluator {
             } else {
                 rec.more_eps.push(r);
             }
+        }
+        if let (Some(v), Some(spec)) = (&self.verify, self.specs.first()) {
+            if listener.should_stop() {
+                return Err(Interrupted);
+            }
+            part("complete verification");
+            self.verify(net, v, spec, rec);
         }
         if self.lip_certificate {
             part("Lipschitz certificate");
@@ -191,6 +202,31 @@ impl Evaluator {
                 e.cert_acc.insert(key::LIPSCHITZ_CERT.into(), acc);
             }
         }
+    }
+
+    /// Verified accuracy and the per-stage counts of complete verification on the first
+    /// `v.points` points of the robust subset (IBP and alpha-CROWN use the run's settings).
+    fn verify(&self, net: &Network, v: &VerifyConfig, spec: &RobustSpec, rec: &mut EvalRecord) {
+        if bounds::check_supported(net).is_err() {
+            return;
+        }
+        let n = self.robust_y.size()[0].min(v.points as i64);
+        let ball = Ball {
+            eps: spec.eps,
+            norm: spec.norm,
+        };
+        let mut settings = VerifySettings::with_timeout(v.timeout_s);
+        settings.alpha = spec.alpha;
+        let report = verify(
+            net,
+            &self.robust_x.narrow(0, 0, n),
+            &self.robust_y.narrow(0, 0, n),
+            ball,
+            &settings,
+            &mut |_, _| {},
+        );
+        rec.verified_acc = Some(report.verified_acc);
+        rec.verify = Some(report.stats());
     }
 
     /// Tightness statistics at the first eval eps, on at most [`GAP_POINTS`] points (they run

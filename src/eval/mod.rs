@@ -13,7 +13,7 @@ pub use decision::decision_map;
 pub use epoch::{gap_method, EvalListener, Evaluator, Interrupted, CERT_GRAM_ITERS, GAP_POINTS};
 
 use crate::attack::{self, AttackLoss, PgdConfig};
-use crate::bounds::{self, Ball, BoundMethod};
+use crate::bounds::{self, AlphaSettings, Ball, BoundMethod};
 use crate::config::{ExperimentConfig, Norm};
 use crate::device::synchronize;
 use crate::metrics::EpsEval;
@@ -32,6 +32,8 @@ pub struct RobustSpec {
     pub pgd_steps: u32,
     pub pgd_restarts: u32,
     pub pgd_loss: AttackLoss,
+    /// The optimiser of `alpha-crown` (ignored by the other bounds).
+    pub alpha: AlphaSettings,
 }
 
 impl RobustSpec {
@@ -58,6 +60,10 @@ pub fn specs_from_config(cfg: &ExperimentConfig) -> Vec<RobustSpec> {
             pgd_steps: e.pgd_steps,
             pgd_restarts: e.pgd_restarts,
             pgd_loss: AttackLoss::CrossEntropy,
+            alpha: AlphaSettings {
+                iters: e.alpha_iters,
+                lr: e.alpha_lr,
+            },
         })
         .collect()
 }
@@ -160,7 +166,7 @@ pub fn robust_masks(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec) ->
     let mut violations = Vec::new();
     for &method in &spec.bounds {
         let started = Instant::now();
-        let c = bounds::certify(net, x, y, ball, method);
+        let c = bounds::certify_with(net, x, y, ball, method, spec.alpha);
         #[cfg(test)]
         let c = tests::unsound_shift(c, y);
         let (lower, certified) = (c.margin_lower, c.certified);
@@ -353,6 +359,7 @@ mod tests {
                 pgd_steps: 10,
                 pgd_restarts: 3,
                 pgd_loss: AttackLoss::Margin,
+                alpha: AlphaSettings::default(),
             };
             let r = robust_eval(&net, &x, &y, &spec, 64);
             let clean = clean_accuracy(&net, &x, &y, 64);
@@ -412,6 +419,7 @@ mod tests {
             pgd_steps: 10,
             pgd_restarts: 1,
             pgd_loss: AttackLoss::CrossEntropy,
+            alpha: AlphaSettings::default(),
         };
         let honest = robust_eval(&net, &x, &y, &spec, 7);
         assert!(honest.violations.is_empty(), "{}", honest.violations[0]);

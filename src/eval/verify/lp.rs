@@ -172,7 +172,12 @@ fn affine_map(
 }
 
 fn vec_of(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(t.to_kind(Kind::Double).contiguous()).unwrap_or_default()
+    Vec::<f64>::try_from(
+        t.to_kind(Kind::Double)
+            .to_device(tch::Device::Cpu)
+            .contiguous(),
+    )
+    .unwrap_or_default()
 }
 
 /// What clarabel returned.

@@ -18,6 +18,7 @@ mod presets;
 mod screenshot;
 pub mod series;
 pub mod toy;
+pub mod verify_plot;
 
 pub use app::{App, Spawner};
 pub use autopilot::Autopilot;

@@ -305,6 +305,7 @@ fn metric_color(m: &Metric) -> Color32 {
         Metric::Clean => PALETTE[0],
         Metric::SubsetClean => Color32::from_rgb(120, 170, 250),
         Metric::Pgd => PALETTE[1],
+        Metric::Verified => Color32::from_rgb(200, 60, 160),
         Metric::Train => PALETTE[9],
         Metric::TrainLoss => PALETTE[4],
         Metric::BatchLoss => Color32::from_gray(150),

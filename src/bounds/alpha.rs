@@ -95,6 +95,12 @@ fn alpha_lower_inner(
         inter: Intermediate::Exact,
     };
     let x = x.detach();
+    // Detached layers: the graph of the optimisation reaches only the slopes.
+    let detached: Vec<Layer> = layers
+        .iter()
+        .map(|l| l.map_tensors(&|t| t.detach()))
+        .collect();
+    let layers = detached.as_slice();
     let mut r = tch::no_grad(|| Relaxer::with_priors(layers, &x, ball, crown, priors));
     let n_layers = layers.len();
     let mut best = tch::no_grad(|| r.lower_bound(n_layers, spec.shallow_clone()));
@@ -130,21 +136,13 @@ fn alpha_lower_inner(
     }
     // Each intermediate ReLU layer `j`: its rows (neurons unstable under CROWN's bounds, the
     // only ones whose bounds are recomputed) and the slopes of the ReLUs before it.
-    let mut inter: Vec<Option<(Tensor, Vec<Option<Slope>>)>> =
-        (0..n_layers).map(|_| None).collect();
+    let mut inter: Vec<Option<(Rows, Vec<Option<Slope>>)>> = (0..n_layers).map(|_| None).collect();
     for (k, &j) in relus.iter().enumerate().skip(1) {
         let Some(lines) = &r.lines[j] else { continue };
-        let rows = lines
-            .unstable
-            .flatten(1, -1)
-            .gt(0.0)
-            .any_dim(0, false)
-            .nonzero()
-            .squeeze_dim(1);
-        let u = rows.size()[0];
-        if u == 0 {
+        let Some(rows) = Rows::of(&lines.unstable) else {
             continue;
-        }
+        };
+        let u = rows.count();
         let mut slopes: Vec<Option<Slope>> = (0..n_layers).map(|_| None).collect();
         for &i in &relus[..k] {
             let n_i = numel(&r.shapes[i]);
@@ -168,27 +166,20 @@ fn alpha_lower_inner(
             };
             let Some((bl, bu)) = &bounds[j] else { continue };
             let shape = &r.shapes[j];
-            let n = numel(shape);
-            let u = rows.size()[0];
-            let eye = Tensor::eye(n, opts).index_select(0, rows);
-            let mut full = vec![1, 2 * u];
-            full.extend_from_slice(shape);
-            let lambda = Tensor::cat(&[&eye, &eye.neg()], 0).reshape(full.as_slice());
+            let u = rows.count();
+            let lambda = rows.spec(shape, opts);
             let alphas: Vec<Option<Tensor>> = slopes
                 .iter()
                 .map(|s| s.as_ref().map(|s| s.alpha.shallow_clone()))
                 .collect();
             let both = lower_with(&r, j, lambda, &alphas);
             let (fl, fu) = (bl.flatten(1, -1), bu.flatten(1, -1));
-            let lo = both.narrow(1, 0, u).maximum(&fl.index_select(1, rows));
-            let hi = both
-                .narrow(1, u, u)
-                .neg()
-                .minimum(&fu.index_select(1, rows));
+            let lo = both.narrow(1, 0, u).maximum(&rows.gather(&fl));
+            let hi = both.narrow(1, u, u).neg().minimum(&rows.gather(&fu));
             let mut out_shape = vec![b];
             out_shape.extend_from_slice(shape);
-            let l = fl.index_copy(1, rows, &lo).reshape(out_shape.as_slice());
-            let h = fu.index_copy(1, rows, &hi).reshape(out_shape.as_slice());
+            let l = rows.scatter(&fl, &lo).reshape(out_shape.as_slice());
+            let h = rows.scatter(&fu, &hi).reshape(out_shape.as_slice());
             bounds[j] = Some((l.detach(), h.detach()));
             r.lines[j] = Some(ReluLines::new(&l, &h, Relaxation::Crown));
         }
@@ -230,6 +221,85 @@ fn alpha_lower_inner(
     AlphaBound {
         lower: best.detach(),
         relu_bounds: bounds,
+    }
+}
+
+/// The neurons of an intermediate layer whose bounds are optimised: the batch's union of
+/// unstable neurons, or, when that saves at least a quarter of the rows, each example's own
+/// (padded to the largest count with other neurons, whose bounds are sound too), as in the
+/// exact intermediate bounds of CROWN.
+enum Rows {
+    /// `[u]` neuron indices, the same for every example.
+    Shared(Tensor),
+    /// `[B, k]` neuron indices per example.
+    PerExample(Tensor),
+}
+
+impl Rows {
+    /// The rows for the unstable mask `[B, 1, ..]`; `None` when no neuron is unstable.
+    fn of(unstable: &Tensor) -> Option<Rows> {
+        let unstable = unstable.flatten(1, -1).gt(0.0);
+        let union = unstable.any_dim(0, false).nonzero().squeeze_dim(1);
+        let u = union.size()[0];
+        if u == 0 {
+            return None;
+        }
+        let most = unstable
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)
+            .max()
+            .int64_value(&[]);
+        Some(if 4 * most > 3 * u {
+            Rows::Shared(union)
+        } else {
+            let rows = unstable
+                .to_kind(Kind::Uint8)
+                .argsort_stable(true, 1, true)
+                .narrow(1, 0, most);
+            Rows::PerExample(rows)
+        })
+    }
+
+    fn count(&self) -> i64 {
+        match self {
+            Rows::Shared(r) => r.size()[0],
+            Rows::PerExample(r) => r.size()[1],
+        }
+    }
+
+    /// The specification `[e_n; -e_n]` of the rows, `[1 or B, 2k, ..shape]`.
+    fn spec(&self, shape: &[i64], opts: (Kind, tch::Device)) -> Tensor {
+        let n = numel(shape);
+        let eye = Tensor::eye(n, opts);
+        let (b, k, eye) = match self {
+            Rows::Shared(r) => (1, r.size()[0], eye.index_select(0, r).unsqueeze(0)),
+            Rows::PerExample(r) => {
+                let (b, k) = (r.size()[0], r.size()[1]);
+                (
+                    b,
+                    k,
+                    eye.index_select(0, &r.flatten(0, -1)).reshape([b, k, n]),
+                )
+            }
+        };
+        let mut full = vec![b, 2 * k];
+        full.extend_from_slice(shape);
+        Tensor::cat(&[&eye, &eye.neg()], 1).reshape(full.as_slice())
+    }
+
+    /// The rows' entries of `t` (`[B, n]` -> `[B, k]`).
+    fn gather(&self, t: &Tensor) -> Tensor {
+        match self {
+            Rows::Shared(r) => t.index_select(1, r),
+            Rows::PerExample(r) => t.gather(1, r, false),
+        }
+    }
+
+    /// `t` with the rows' entries replaced by `v`.
+    fn scatter(&self, t: &Tensor, v: &Tensor) -> Tensor {
+        match self {
+            Rows::Shared(r) => t.index_copy(1, r, v),
+            Rows::PerExample(r) => t.scatter(1, r, v),
+        }
     }
 }
 

@@ -27,12 +27,18 @@ pub fn gap_method(cfg: &ExperimentConfig) -> Option<BoundMethod> {
     match cfg.train.method {
         Method::CrownIbp => Some(BoundMethod::CrownIbp),
         Method::Fastlin => Some(BoundMethod::Fastlin),
+        // alpha-CROWN's statistics are CROWN's (its starting relaxation), labelled as such:
+        // the r2 terms of Zhu et al. are defined for fixed lines, not optimised slopes.
         _ => cfg
             .eval
             .bounds
             .iter()
             .copied()
-            .find(|m| m.relaxed().is_some()),
+            .find(|m| m.relaxed().is_some())
+            .map(|m| match m {
+                BoundMethod::AlphaCrown => BoundMethod::Crown,
+                m => m,
+            }),
     }
 }
 

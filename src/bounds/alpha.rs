@@ -125,63 +125,13 @@ fn alpha_lower_inner(
         };
     }
     let b = x.size()[0];
-    let s = spec.size()[1];
-    // Slopes of the output's bound: one per example, row and neuron.
-    let mut out: Vec<Option<Slope>> = (0..n_layers).map(|_| None).collect();
-    for &i in &relus {
-        let lines = r.lines[i].as_ref().map(|l| &l.lower_slope);
-        if let Some(init) = lines {
-            out[i] = Some(Slope::new(init, &full_shape(b, s, &r.shapes[i])));
-        }
-    }
-    // Each intermediate ReLU layer `j`: its rows (neurons unstable under CROWN's bounds, the
-    // only ones whose bounds are recomputed) and the slopes of the ReLUs before it.
-    let mut inter: Vec<Option<(Rows, Vec<Option<Slope>>)>> = (0..n_layers).map(|_| None).collect();
-    for (k, &j) in relus.iter().enumerate().skip(1) {
-        let Some(lines) = &r.lines[j] else { continue };
-        let Some(rows) = Rows::of(&lines.unstable) else {
-            continue;
-        };
-        let u = rows.count();
-        let mut slopes: Vec<Option<Slope>> = (0..n_layers).map(|_| None).collect();
-        for &i in &relus[..k] {
-            let n_i = numel(&r.shapes[i]);
-            let per_row = b * 2 * u * n_i <= PER_ROW_FLOATS;
-            let rows_here = if per_row { 2 * u } else { 1 };
-            if let Some(l) = &r.lines[i] {
-                slopes[i] = Some(Slope::new(
-                    &l.lower_slope,
-                    &full_shape(b, rows_here, &r.shapes[i]),
-                ));
-            }
-        }
-        inter[j] = Some((rows, slopes));
-    }
-    let opts = (x.kind(), x.device());
+    let (mut out, mut inter) = init_slopes(&r, &relus, b, spec.size()[1]);
     for step in 1..=settings.iters {
         // Rebuild every ReLU's lines from bounds recomputed with the current slopes.
         for &j in &relus {
-            let Some((rows, slopes)) = &inter[j] else {
-                continue;
-            };
-            let Some((bl, bu)) = &bounds[j] else { continue };
-            let shape = &r.shapes[j];
-            let u = rows.count();
-            let lambda = rows.spec(shape, opts);
-            let alphas: Vec<Option<Tensor>> = slopes
-                .iter()
-                .map(|s| s.as_ref().map(|s| s.alpha.shallow_clone()))
-                .collect();
-            let both = lower_with(&r, j, lambda, &alphas);
-            let (fl, fu) = (bl.flatten(1, -1), bu.flatten(1, -1));
-            let lo = both.narrow(1, 0, u).maximum(&rows.gather(&fl));
-            let hi = both.narrow(1, u, u).neg().minimum(&rows.gather(&fu));
-            let mut out_shape = vec![b];
-            out_shape.extend_from_slice(shape);
-            let l = rows.scatter(&fl, &lo).reshape(out_shape.as_slice());
-            let h = rows.scatter(&fu, &hi).reshape(out_shape.as_slice());
-            bounds[j] = Some((l.detach(), h.detach()));
-            r.lines[j] = Some(ReluLines::new(&l, &h, Relaxation::Crown));
+            if let Some((rows, slopes)) = &inter[j] {
+                refresh(&mut r, j, rows, slopes, &mut bounds);
+            }
         }
         let alphas: Vec<Option<Tensor>> = out
             .iter()
@@ -201,7 +151,7 @@ fn alpha_lower_inner(
         if !loss.requires_grad() {
             break;
         }
-        let grads = Tensor::run_backward(&[loss], &inputs, false, true);
+        let grads = Tensor::run_backward(&[loss], &inputs, false, false);
         let lr = settings.lr * 0.98f64.powi(step as i32 - 1);
         tch::no_grad(|| {
             for (v, g) in vars.into_iter().zip(grads) {
@@ -301,6 +251,79 @@ impl Rows {
             Rows::PerExample(r) => t.scatter(1, r, v),
         }
     }
+}
+
+/// The slopes of one bound: per layer, `Some` for the ReLUs before it.
+type Slopes = Vec<Option<Slope>>;
+
+/// The slopes of the output's bound (one per example, row `s` and neuron) and of every
+/// intermediate layer's bound with its rows, all initialised from CROWN's choice.
+#[allow(clippy::type_complexity)]
+fn init_slopes(
+    r: &Relaxer,
+    relus: &[usize],
+    b: i64,
+    s: i64,
+) -> (Slopes, Vec<Option<(Rows, Slopes)>>) {
+    let n_layers = r.layers.len();
+    // Slopes of the output's bound: one per example, row and neuron.
+    let mut out: Slopes = (0..n_layers).map(|_| None).collect();
+    for &i in relus {
+        let lines = r.lines[i].as_ref().map(|l| &l.lower_slope);
+        if let Some(init) = lines {
+            out[i] = Some(Slope::new(init, &full_shape(b, s, &r.shapes[i])));
+        }
+    }
+    // Each intermediate ReLU layer `j`: its rows (neurons unstable under CROWN's bounds, the
+    // only ones whose bounds are recomputed) and the slopes of the ReLUs before it.
+    let mut inter: Vec<Option<(Rows, Slopes)>> = (0..n_layers).map(|_| None).collect();
+    for (k, &j) in relus.iter().enumerate().skip(1) {
+        let Some(lines) = &r.lines[j] else { continue };
+        let Some(rows) = Rows::of(&lines.unstable) else {
+            continue;
+        };
+        let u = rows.count();
+        let mut slopes: Slopes = (0..n_layers).map(|_| None).collect();
+        for &i in &relus[..k] {
+            let n_i = numel(&r.shapes[i]);
+            let per_row = b * 2 * u * n_i <= PER_ROW_FLOATS;
+            let rows_here = if per_row { 2 * u } else { 1 };
+            if let Some(l) = &r.lines[i] {
+                slopes[i] = Some(Slope::new(
+                    &l.lower_slope,
+                    &full_shape(b, rows_here, &r.shapes[i]),
+                ));
+            }
+        }
+        inter[j] = Some((rows, slopes));
+    }
+    (out, inter)
+}
+
+/// Recomputes the bounds of ReLU layer `j`'s input on `rows` with `slopes`, intersected with
+/// the best so far (kept in `bounds`), and rebuilds its lines from them (carrying the graph
+/// to the slopes).
+fn refresh(r: &mut Relaxer, j: usize, rows: &Rows, slopes: &Slopes, bounds: &mut LayerBounds) {
+    let opts = (r.x.kind(), r.x.device());
+    let b = r.batch();
+    let Some((bl, bu)) = &bounds[j] else { return };
+    let shape = &r.shapes[j];
+    let u = rows.count();
+    let lambda = rows.spec(shape, opts);
+    let alphas: Vec<Option<Tensor>> = slopes
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.alpha.shallow_clone()))
+        .collect();
+    let both = lower_with(&r, j, lambda, &alphas);
+    let (fl, fu) = (bl.flatten(1, -1), bu.flatten(1, -1));
+    let lo = both.narrow(1, 0, u).maximum(&rows.gather(&fl));
+    let hi = both.narrow(1, u, u).neg().minimum(&rows.gather(&fu));
+    let mut out_shape = vec![b];
+    out_shape.extend_from_slice(shape);
+    let l = rows.scatter(&fl, &lo).reshape(out_shape.as_slice());
+    let h = rows.scatter(&fu, &hi).reshape(out_shape.as_slice());
+    bounds[j] = Some((l.detach(), h.detach()));
+    r.lines[j] = Some(ReluLines::new(&l, &h, Relaxation::Crown));
 }
 
 /// `[b, rows, ..shape]`.

@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn parse_methods_accepts_known_names_and_lists_them_on_error() {
         let names = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
-        let m = parse_methods(&names("clean,pgd,ibp,crown-ibp,fastlin,crown")).unwrap();
+        let m = parse_methods(&names("clean,pgd,ibp,crown-ibp,fastlin,crown,alpha-crown")).unwrap();
         assert!(m.clean && m.pgd);
         assert_eq!(m.bounds, BoundMethod::ALL.to_vec());
         let m = parse_methods(&names("crown, ibp,ibp")).unwrap();
@@ -273,7 +273,15 @@ mod tests {
         assert_eq!(m.bounds, vec![BoundMethod::Crown, BoundMethod::Ibp]);
         let err = parse_methods(&names("clean,lipschitz")).unwrap_err();
         assert!(err.contains("`lipschitz`"), "{err}");
-        for n in ["clean", "pgd", "ibp", "crown-ibp", "fastlin", "crown"] {
+        for n in [
+            "clean",
+            "pgd",
+            "ibp",
+            "crown-ibp",
+            "fastlin",
+            "crown",
+            "alpha-crown",
+        ] {
             assert!(err.contains(n), "{err}");
         }
         assert!(parse_methods(&names("")).is_err());

@@ -350,11 +350,15 @@ fn lipschitz_index(name: &str) -> usize {
 /// A stable small number per bound or estimator name, for colours: the bound methods, the
 /// Lipschitz certificate, then the estimators; an unknown name comes after them all.
 fn name_index(name: &str) -> usize {
-    BoundMethod::ALL
+    // The first four bounds keep the colours they had before alpha-CROWN; later bounds go
+    // after the estimators.
+    let (first, later) = BoundMethod::ALL.split_at(4);
+    first
         .iter()
         .map(|b| b.name())
         .chain([key::LIPSCHITZ_CERT])
         .chain(Estimator::ALL.iter().map(|e| e.name()))
+        .chain(later.iter().map(|b| b.name()))
         .position(|n| n == name)
         .unwrap_or(BoundMethod::ALL.len() + 1 + Estimator::ALL.len())
 }
@@ -427,6 +431,7 @@ mod tests {
         {
             assert_eq!(name_index(k), i, "{k}");
         }
-        assert_eq!(name_index("new"), 11);
+        assert_eq!(name_index("alpha-crown"), 11);
+        assert_eq!(name_index("new"), 12);
     }
 }

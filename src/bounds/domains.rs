@@ -26,6 +26,8 @@ pub struct DomainBounds {
     pub scores: Vec<Option<Tensor>>,
     /// The input where the relaxed bound of the worst margin is attained, `[D, ..input]`.
     pub argmin: Tensor,
+    /// The labels `[D]`.
+    pub labels: Tensor,
 }
 
 /// Bounds of the margins `z_y - z_t` over each domain: the input set around `x` (`[D, ..]`,
@@ -103,6 +105,7 @@ pub fn bound_domains(
             relu_bounds,
             scores,
             argmin,
+            labels: y.shallow_clone(),
         }
     })
 }

@@ -34,6 +34,9 @@ pub struct VerifyArgs {
     pub alpha_iters: Option<u32>,
     #[arg(long)]
     pub alpha_lr: Option<f64>,
+    /// alpha-CROWN iterations on every branch-and-bound subdomain (0: CROWN).
+    #[arg(long, default_value_t = 0)]
+    pub bab_alpha_iters: u32,
     /// Use model_best.safetensors instead of model.safetensors.
     #[arg(long)]
     pub best: bool,
@@ -80,6 +83,12 @@ impl VerifyArgs {
             iters: self.alpha_iters.unwrap_or(e.alpha_iters),
             lr: self.alpha_lr.unwrap_or(e.alpha_lr),
         };
+        if self.bab_alpha_iters > 0 {
+            settings.bab.alpha = Some(AlphaSettings {
+                iters: self.bab_alpha_iters,
+                lr: settings.alpha.lr,
+            });
+        }
         let quiet = self.json;
         let report = verify(net, &x, &y, ball, &settings, &mut |done, total| {
             if !quiet && (done % 10 == 0 || done == total) {

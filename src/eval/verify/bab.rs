@@ -51,6 +51,9 @@ impl Default for BabSettings {
 /// One open subdomain (every tensor with batch 1).
 struct Domain {
     worst: f64,
+    /// Margin lower bounds `[1, K]` (entry `y` is `+inf`): a child keeps the larger of its own
+    /// and its parent's per row (its set lies in its parent's), so bounds never loosen.
+    margins: Tensor,
     bounds: Vec<Option<(Tensor, Tensor)>>,
     scores: Vec<Option<Tensor>>,
     argmin: Tensor,
@@ -99,6 +102,7 @@ pub(super) fn branch_and_bound(
         let mut priors: Vec<Vec<(Tensor, Tensor)>> =
             (0..layers.len()).map(|_| Vec::new()).collect();
         let mut child_splits = Vec::new();
+        let mut parents: Vec<Tensor> = Vec::new();
         for dom in popped {
             let Some((layer, neuron)) = choose_neuron(&dom) else {
                 match solve_leaf(layers, x, y, ball, &dom.bounds, &dom.splits) {
@@ -112,6 +116,7 @@ pub(super) fn branch_and_bound(
                 continue;
             };
             for active in [true, false] {
+                parents.push(dom.margins.shallow_clone());
                 for (i, b) in dom.bounds.iter().enumerate() {
                     let Some((l, u)) = b else { continue };
                     let (mut l, mut u) = (l.copy(), u.copy());
@@ -151,7 +156,11 @@ pub(super) fn branch_and_bound(
         let xs = x.expand(xshape.as_slice(), false);
         let ys = yt.expand([n], false);
         let db = bound_domains(layers, k, &xs, &ys, ball, Some(&priors), settings.alpha);
-        let children = domains_of(&db, child_splits);
+        let mut children = domains_of(&db, child_splits);
+        for (c, p) in children.iter_mut().zip(&parents) {
+            c.margins = c.margins.maximum(p);
+            c.worst = c.worst.max(c.margins.min().double_value(&[]));
+        }
         for c in &children {
             if c.worst <= 0.0 {
                 if let Some(cex) = confirm(net, x_net, &c.argmin, y, ball) {
@@ -166,6 +175,9 @@ pub(super) fn branch_and_bound(
 /// The domains of a batch of bounds, one per row.
 fn domains_of(db: &DomainBounds, splits: Vec<Vec<Split>>) -> Vec<Domain> {
     let worst = Vec::<f64>::try_from(db.worst.to_kind(Kind::Double)).unwrap_or_default();
+    let margins = db
+        .margin_lower
+        .scatter_value(1, &db.labels.unsqueeze(1), f64::INFINITY);
     splits
         .into_iter()
         .enumerate()
@@ -173,6 +185,7 @@ fn domains_of(db: &DomainBounds, splits: Vec<Vec<Split>>) -> Vec<Domain> {
             let row = |t: &Tensor| t.narrow(0, d as i64, 1);
             Domain {
                 worst: worst.get(d).copied().unwrap_or(f64::NEG_INFINITY),
+                margins: row(&margins),
                 bounds: db
                     .relu_bounds
                     .iter()

@@ -384,7 +384,9 @@ pub fn relu_lines(method: BoundMethod, l: f64, u: f64) -> (f64, f64, f64, f64) {
     match method {
         BoundMethod::Ibp => (0.0, 0.0, 0.0, u),
         BoundMethod::Fastlin => (s, 0.0, s, -s * l),
-        BoundMethod::Crown | BoundMethod::CrownIbp => {
+        // alpha-CROWN starts from CROWN's lines and moves each lower slope within [0, 1] per
+        // point and row; the lines drawn are its starting point.
+        BoundMethod::Crown | BoundMethod::CrownIbp | BoundMethod::AlphaCrown => {
             let a = if u >= -l { 1.0 } else { 0.0 };
             (a, 0.0, s, -s * l)
         }

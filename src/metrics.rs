@@ -85,6 +85,13 @@ pub struct EvalRecord {
     /// Randomized-smoothing certified accuracy against the radius (`[eval.smoothing]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smoothing: Option<SmoothingCurve>,
+    /// Verified accuracy at the first eval eps from complete verification (`eval.verify`), on
+    /// the first `verify.points` points of the robust subset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_acc: Option<f64>,
+    /// What decided each verified point (`eval.verify`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyStats>,
 }
 
 /// Certified accuracy of the smoothed classifier against the radius (Cohen et al. 2019): the
@@ -104,6 +111,71 @@ pub struct SmoothingCurve {
     pub points: usize,
     /// Wall-clock seconds per certified point (all levels).
     pub secs_per_point: f64,
+}
+
+/// A complete verifier's verdict on one point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// A bound proves every margin positive on the whole ball.
+    Verified,
+    /// A concrete input of the ball is misclassified.
+    Falsified,
+    /// The search ended without deciding (e.g. a numerically undecided leaf).
+    Unknown,
+    /// The point's time budget ran out.
+    Timeout,
+}
+
+/// The stage of the verification cascade that decided a point, cheapest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyStage {
+    /// Misclassified at the clean input.
+    Clean,
+    /// PGD found a misclassified input.
+    Pgd,
+    Ibp,
+    Crown,
+    AlphaCrown,
+    /// Branch and bound on the unstable ReLUs (leaves solved as LPs).
+    Bab,
+}
+
+impl VerifyStage {
+    pub const ALL: [VerifyStage; 6] = [
+        VerifyStage::Clean,
+        VerifyStage::Pgd,
+        VerifyStage::Ibp,
+        VerifyStage::Crown,
+        VerifyStage::AlphaCrown,
+        VerifyStage::Bab,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            VerifyStage::Clean => "clean",
+            VerifyStage::Pgd => "pgd",
+            VerifyStage::Ibp => "ibp",
+            VerifyStage::Crown => "crown",
+            VerifyStage::AlphaCrown => "alpha-crown",
+            VerifyStage::Bab => "bab",
+        }
+    }
+}
+
+/// Counts of a complete verification: how many points each stage decided.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerifyStats {
+    pub points: u64,
+    /// Time budget per point, seconds.
+    pub timeout_s: f64,
+    /// Verified points per deciding stage name ([`VerifyStage::name`]).
+    pub verified_by: BTreeMap<String, u64>,
+    /// Falsified points per deciding stage name.
+    pub falsified_by: BTreeMap<String, u64>,
+    pub unknown: u64,
+    pub timeout: u64,
 }
 
 /// Robust evaluation at one eps.

@@ -22,7 +22,7 @@ fn check_loss_parts(r: &EvalRecord) {
     );
 }
 
-const TESTED_BOUNDS: [BoundMethod; 4] = BoundMethod::ALL;
+const TESTED_BOUNDS: [BoundMethod; 5] = BoundMethod::ALL;
 
 fn bools(t: &Tensor) -> Vec<bool> {
     Vec::<bool>::try_from(t.to_device(Device::Cpu)).unwrap()

@@ -10,7 +10,7 @@
 //! `1e-3 max |h|`. Float64's own error is nine orders of magnitude smaller and is not resolved.
 use super::ibp::ibp_bounds;
 use super::walked;
-use super::{certified, margin_lower_of, worst_margin, Ball, BoundMethod};
+use super::{certified, margin_lower_of, worst_margin, AlphaSettings, Ball, BoundMethod};
 use crate::model::{layers_f64, Network};
 use tch::{Kind, Tensor};
 
@@ -35,8 +35,20 @@ pub fn certify(
     ball: Ball,
     method: BoundMethod,
 ) -> Certification {
+    certify_with(net, x, y, ball, method, AlphaSettings::default())
+}
+
+/// [`certify`] with the optimiser settings of alpha-CROWN.
+pub fn certify_with(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    ball: Ball,
+    method: BoundMethod,
+    alpha: AlphaSettings,
+) -> Certification {
     tch::no_grad(|| {
-        let lower = margin_lower_of(&walked(net), net.num_classes, x, y, ball, method);
+        let lower = margin_lower_of(&walked(net), net.num_classes, x, y, ball, method, alpha);
         let cert = certified(&lower, y);
         if lower.kind() == Kind::Double {
             return Certification {
@@ -60,7 +72,7 @@ pub fn certify(
         let layers = layers_f64(&walked(net));
         let xb = x.index_select(0, &idx).to_kind(Kind::Double);
         let yb = y.index_select(0, &idx);
-        let exact = margin_lower_of(&layers, net.num_classes, &xb, &yb, ball, method);
+        let exact = margin_lower_of(&layers, net.num_classes, &xb, &yb, ball, method, alpha);
         let ok = certified(&exact, &yb);
         let cert = cert.index_put(&[Some(idx)], &ok, false);
         Certification {

@@ -11,13 +11,24 @@ use tch::{Kind, Tensor};
 impl Relaxer<'_> {
     /// The lines of every ReLU from the interval bounds `ibp` (`relaxed.inter` Ibp) or from
     /// exact bounds intersected with them (Exact).
-    pub(super) fn intermediate_lines(&mut self, ibp: &[(Tensor, Tensor)], relaxed: Relaxed) {
+    /// With `priors`, known bounds of a ReLU's input are intersected with the interval ones
+    /// before its exact pass and with the result after it.
+    pub(super) fn intermediate_lines(
+        &mut self,
+        ibp: &[(Tensor, Tensor)],
+        relaxed: Relaxed,
+        priors: Option<&[Option<(Tensor, Tensor)>]>,
+    ) {
         let layers = self.layers;
         for i in 0..layers.len() {
             if !matches!(layers[i], Layer::Relu) || i == 0 {
                 continue;
             }
-            let (il, iu) = &ibp[i - 1];
+            let (il, iu) = match priors.and_then(|p| p[i].as_ref()) {
+                Some((pl, pu)) => (ibp[i - 1].0.maximum(pl), ibp[i - 1].1.minimum(pu)),
+                None => (ibp[i - 1].0.shallow_clone(), ibp[i - 1].1.shallow_clone()),
+            };
+            let (il, iu) = (&il, &iu);
             let relu_before = layers[..i].iter().any(|l| matches!(l, Layer::Relu));
             let (l, u) = if relaxed.inter == Intermediate::Ibp || !relu_before {
                 // Before the first ReLU the network is affine and IBP is exact for

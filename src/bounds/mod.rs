@@ -16,7 +16,9 @@
 //! from random projections), `tightness` (r1 / r2 and their statistics), `memory` (splitting
 //! batches to fit) and `ops` (small tensor helpers). This file holds the shared types and the
 //! public entry points.
+mod alpha;
 mod certify;
+mod domains;
 mod ibp;
 mod input;
 mod intermediate;
@@ -27,7 +29,9 @@ mod projection;
 mod relax;
 mod tightness;
 
-pub use self::certify::{certify, Certification, RECHECK_REL};
+pub use self::alpha::AlphaSettings;
+pub use self::certify::{certify, certify_with, Certification, RECHECK_REL};
+pub use self::domains::{bound_domains, DomainBounds};
 pub use self::ibp::apply_linear;
 pub use self::input::input_box;
 pub use self::memory::training_bytes;
@@ -63,7 +67,8 @@ impl BoundMethod {
                 relax: Relaxation::Fastlin,
                 inter: Intermediate::Exact,
             }),
-            BoundMethod::Crown => Some(Relaxed {
+            // alpha-CROWN starts from CROWN (and its memory is CROWN's, times the slopes).
+            BoundMethod::Crown | BoundMethod::AlphaCrown => Some(Relaxed {
                 relax: Relaxation::Crown,
                 inter: Intermediate::Exact,
             }),
@@ -148,7 +153,19 @@ pub fn margin_lower(
     ball: Ball,
     method: BoundMethod,
 ) -> Tensor {
-    margin_lower_of(&walked(net), net.num_classes, x, y, ball, method)
+    margin_lower_with(net, x, y, ball, method, AlphaSettings::default())
+}
+
+/// [`margin_lower`] with the optimiser settings of alpha-CROWN (ignored by other methods).
+pub fn margin_lower_with(
+    net: &Network,
+    x: &Tensor,
+    y: &Tensor,
+    ball: Ball,
+    method: BoundMethod,
+    alpha: AlphaSettings,
+) -> Tensor {
+    margin_lower_of(&walked(net), net.num_classes, x, y, ball, method, alpha)
 }
 
 /// [`margin_lower`] of a list of layers (e.g. double-precision copies) with `classes` outputs.
@@ -159,10 +176,20 @@ pub(crate) fn margin_lower_of(
     y: &Tensor,
     ball: Ball,
     method: BoundMethod,
+    alpha: AlphaSettings,
 ) -> Tensor {
-    match method.relaxed() {
-        None => ibp_margin(layers, x, y, ball),
-        Some(relaxed) => relaxed_margin_of(layers, classes, x, y, ball, relaxed),
+    match (method, method.relaxed()) {
+        (_, None) => ibp_margin(layers, x, y, ball),
+        (BoundMethod::AlphaCrown, Some(relaxed)) => {
+            let mut run = |start: i64, len: i64| {
+                let (xb, yb) = (x.narrow(0, start, len), y.narrow(0, start, len));
+                let spec = margin_spec(&yb, classes, x.kind());
+                let m = alpha::alpha_lower(layers, &xb, ball, &spec, None, alpha).lower;
+                vec![m.scatter_value(1, &yb.unsqueeze(1), 0.0)]
+            };
+            chunked(layers, x, Some(relaxed), &mut run).remove(0)
+        }
+        (_, Some(relaxed)) => relaxed_margin_of(layers, classes, x, y, ball, relaxed),
     }
 }
 
@@ -220,10 +247,15 @@ pub fn logit_bounds(
     let layers = walked(net);
     let mut run = |start: i64, len: i64| {
         let xb = x.narrow(0, start, len);
-        let r = Relaxer::new(&layers, &xb, ball, relaxed);
         let eye = Tensor::eye(k, (x.kind(), x.device()));
         let spec = Tensor::cat(&[&eye, &eye.neg()], 0).unsqueeze(0);
-        let lower = r.lower_bound(net.layers.len(), spec);
+        let lower = if method == BoundMethod::AlphaCrown {
+            let settings = AlphaSettings::default();
+            alpha::alpha_lower(&layers, &xb, ball, &spec, None, settings).lower
+        } else {
+            let r = Relaxer::new(&layers, &xb, ball, relaxed);
+            r.lower_bound(layers.len(), spec)
+        };
         vec![lower.narrow(1, 0, k), lower.narrow(1, k, k).neg()]
     };
     let mut parts = chunked(&layers, x, Some(relaxed), &mut run);

@@ -17,8 +17,9 @@ pub fn relaxed_optimum(
     ball: Ball,
     relaxed: Relaxed,
 ) -> Tensor {
-    let r = Relaxer::new(&net.layers, x, ball, relaxed);
+    let layers = super::walked(net);
+    let r = Relaxer::new(&layers, x, ball, relaxed);
     let spec = margin_spec(y, net.num_classes, x.kind());
-    let (_, argmin, _) = r.lower_bound_traced(net.layers.len(), spec);
+    let (_, argmin, _) = r.lower_bound_traced(layers.len(), spec);
     argmin
 }

@@ -54,6 +54,21 @@ pub(super) struct ReluTrace {
     pub(super) upper: Tensor,
 }
 
+/// The options of a backward pass beyond its specification.
+#[derive(Default)]
+pub(super) struct Pass<'p> {
+    /// Collects which line each unstable neuron was bounded with (tightness terms).
+    pub(super) trace: Option<&'p mut Vec<ReluTrace>>,
+    /// Accumulates `sum |lambda| . intercept` (Fast-Lin's upper bound from its lower one).
+    pub(super) spread: Option<&'p mut Tensor>,
+    /// Per layer, lower-line slopes for the unstable neurons in place of the relaxation's
+    /// choice (alpha-CROWN), `[B or 1, S or 1, ..]`, each in [0, 1].
+    pub(super) slopes: Option<&'p [Option<Tensor>]>,
+    /// Collects, per ReLU layer, what each neuron's upper line costs the bound,
+    /// `-min(lambda, 0) * intercept` (`[B, S, ..]`, >= 0): where splitting helps most.
+    pub(super) costs: Option<&'p mut Vec<(usize, Tensor)>>,
+}
+
 /// A network prepared for backward passes on one batch: shapes, IBP bounds and the ReLU lines.
 pub(super) struct Relaxer<'a> {
     pub(super) layers: &'a [Layer],
@@ -68,6 +83,20 @@ pub(super) struct Relaxer<'a> {
 impl<'a> Relaxer<'a> {
     /// Computes the pre-activation bounds of every ReLU (with `relaxed.inter`) and its lines.
     pub(super) fn new(layers: &'a [Layer], x: &Tensor, ball: Ball, relaxed: Relaxed) -> Self {
+        Self::with_priors(layers, x, ball, relaxed, None)
+    }
+
+    /// [`Relaxer::new`] on a subdomain of the input set: `priors[i]`, when given, are known
+    /// bounds `(l, u)` (`[B, ..]`) on the input of ReLU layer `i` (a branch-and-bound split
+    /// clamps one neuron's `l` or `u` to 0), intersected with the computed ones. The passes
+    /// are then sound for the inputs of the set where those bounds hold.
+    pub(super) fn with_priors(
+        layers: &'a [Layer],
+        x: &Tensor,
+        ball: Ball,
+        relaxed: Relaxed,
+        priors: Option<&[Option<(Tensor, Tensor)>]>,
+    ) -> Self {
         #[cfg(test)]
         super::tests::RELAXERS_BUILT.with(|c| c.set(c.get() + 1));
         let shapes = layer_shapes(layers, x);
@@ -82,7 +111,7 @@ impl<'a> Relaxer<'a> {
         };
         match relaxed.inter {
             Intermediate::Projection { dim } => r.projected_lines(&ibp, relaxed.relax, dim),
-            Intermediate::Ibp | Intermediate::Exact => r.intermediate_lines(&ibp, relaxed),
+            Intermediate::Ibp | Intermediate::Exact => r.intermediate_lines(&ibp, relaxed, priors),
         }
         r
     }
@@ -107,10 +136,31 @@ impl<'a> Relaxer<'a> {
     pub(super) fn backward_spread(
         &self,
         upto: usize,
-        mut lambda: Tensor,
-        mut trace: Option<&mut Vec<ReluTrace>>,
-        mut spread: Option<&mut Tensor>,
+        lambda: Tensor,
+        trace: Option<&mut Vec<ReluTrace>>,
+        spread: Option<&mut Tensor>,
     ) -> (Tensor, Tensor) {
+        let pass = Pass {
+            trace,
+            spread,
+            ..Pass::default()
+        };
+        self.backward_pass(upto, lambda, pass)
+    }
+
+    /// The backward pass with every option (see [`Pass`]).
+    pub(super) fn backward_pass(
+        &self,
+        upto: usize,
+        mut lambda: Tensor,
+        pass: Pass,
+    ) -> (Tensor, Tensor) {
+        let Pass {
+            mut trace,
+            mut spread,
+            slopes,
+            mut costs,
+        } = pass;
         let s = lambda.size()[1];
         let mut offset = Tensor::zeros([1, s], (self.x.kind(), self.x.device()));
         for i in (0..upto).rev() {
@@ -175,7 +225,17 @@ impl<'a> Relaxer<'a> {
                             upper: neg.lt(0.0).logical_and(&lines.unstable.gt(0.0)),
                         });
                     }
-                    lambda = pos * &lines.lower_slope + neg * &lines.upper_slope;
+                    if let Some(c) = costs.as_deref_mut() {
+                        c.push((i, -(&neg * &lines.upper_icpt)));
+                    }
+                    let lower_slope = match slopes.and_then(|s| s[i].as_ref()) {
+                        // Stable neurons keep their slope (0 or 1); unstable ones take alpha.
+                        Some(alpha) => {
+                            &lines.lower_slope * (1.0 - &lines.unstable) + &lines.unstable * alpha
+                        }
+                        None => lines.lower_slope.shallow_clone(),
+                    };
+                    lambda = pos * lower_slope + neg * &lines.upper_slope;
                 }
                 l => unsupported(l),
             }

@@ -36,14 +36,14 @@ pub(crate) fn conv(i: i64, o: i64, k: i64, s: i64, p: i64) -> LayerSpec {
 }
 
 /// A random network in double precision.
-fn net64(specs: Vec<LayerSpec>, input: &[i64], classes: i64, seed: i64) -> Network {
+pub(crate) fn net64(specs: Vec<LayerSpec>, input: &[i64], classes: i64, seed: i64) -> Network {
     tch::manual_seed(seed);
     let mut net = Network::new(specs, input, classes, Device::Cpu).unwrap();
     net.vs.double();
     net
 }
 
-fn mlp64(d: i64, hidden: &[i64], classes: i64, seed: i64) -> Network {
+pub(crate) fn mlp64(d: i64, hidden: &[i64], classes: i64, seed: i64) -> Network {
     let mut specs = Vec::new();
     let mut w = d;
     for &h in hidden {
@@ -57,7 +57,7 @@ fn mlp64(d: i64, hidden: &[i64], classes: i64, seed: i64) -> Network {
 
 /// Normalize, a stride-2 conv whose transpose needs output padding (7 -> 3), a padded conv,
 /// flatten and two dense layers: every layer kind the bounds walk.
-fn conv64(seed: i64) -> Network {
+pub(crate) fn conv64(seed: i64) -> Network {
     let specs = vec![
         LayerSpec::Normalize {
             mean: vec![0.4],
@@ -75,12 +75,12 @@ fn conv64(seed: i64) -> Network {
     net64(specs, &[1, 7, 7], 3, seed)
 }
 
-fn opts() -> (Kind, Device) {
+pub(crate) fn opts() -> (Kind, Device) {
     (Kind::Double, Device::Cpu)
 }
 
 /// `n` random points of the ball clipped to the box around each example, `[B * n, ..]`.
-fn samples(x: &Tensor, ball: Ball, n: i64, corners: bool) -> Tensor {
+pub(crate) fn samples(x: &Tensor, ball: Ball, n: i64, corners: bool) -> Tensor {
     let b = x.size()[0];
     let mut shape = vec![b, n];
     shape.extend_from_slice(&x.size()[1..]);

@@ -165,7 +165,7 @@ fn r2_per_row(
 }
 
 /// Tightness statistics of a linear relaxation on a set, in batches, without gradients, in
-/// double precision; `None` for IBP.
+/// double precision; `None` for IBP; CROWN's for alpha-CROWN.
 pub fn gap_stats(
     net: &Network,
     x: &Tensor,
@@ -174,6 +174,11 @@ pub fn gap_stats(
     method: BoundMethod,
     batch: i64,
 ) -> Option<GapStats> {
+    // alpha-CROWN's optimised slopes are not fixed lines: its statistics are CROWN's, so named.
+    let method = match method {
+        BoundMethod::AlphaCrown => BoundMethod::Crown,
+        m => m,
+    };
     let relaxed = method.relaxed()?;
     let n = y.size()[0];
     if n == 0 {

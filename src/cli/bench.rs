@@ -30,7 +30,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "all")]
     pub arch: String,
     /// With --bounds: the methods to time, comma-separated (default: all of ibp,
-    /// crown-ibp, fastlin, crown, fastlin-proj50).
+    /// crown-ibp, fastlin, crown, fastlin-proj50, and the bounds alone without a training
+    /// step: crown-bound, alpha-crown-bound with 20 iterations).
     #[arg(long)]
     pub methods: Option<String>,
     /// With --bounds: examples per step.
@@ -159,7 +160,8 @@ pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<(
 /// `certlab bench --bounds`: samples/s of certified-training steps (margin lower bound of the
 /// method, cross-entropy on `-m`, backward, Adam step) on Fashion-MNIST, batch 256 (or
 /// `batch`), l_inf eps 0.1, for the MLP 2x100 and the Small convnet. `scripts/bench_autolirpa.py` times the same
-/// steps in auto_LiRPA.
+/// steps in auto_LiRPA. The `*-bound` rows time the bound alone (evaluation: no backward, no
+/// step), alpha-CROWN with its default 20 iterations.
 pub fn bench_bounds_cmd(
     device: &str,
     steps: u32,
@@ -193,6 +195,10 @@ pub fn bench_bounds_cmd(
         ("fastlin", BoundMethod::Fastlin.relaxed()),
         ("crown", BoundMethod::Crown.relaxed()),
         ("fastlin-proj50", Some(projected)),
+        // Bounds alone (evaluation, no training step): CROWN, and alpha-CROWN with the default
+        // 20 iterations (auto_LiRPA's `CROWN-Optimized` with `iteration: 20`).
+        ("crown-bound", BoundMethod::Crown.relaxed()),
+        ("alpha-crown-bound", BoundMethod::AlphaCrown.relaxed()),
     ];
     let methods = match only {
         None => methods,
@@ -203,7 +209,7 @@ pub fn bench_bounds_cmd(
                 .find(|w| !methods.iter().any(|(name, _)| name == *w))
             {
                 anyhow::bail!(
-                    "--methods: unknown method `{bad}`; expected some of ibp, crown-ibp, fastlin, crown, fastlin-proj50"
+                    "--methods: unknown method `{bad}`; expected some of ibp, crown-ibp, fastlin, crown, fastlin-proj50, crown-bound, alpha-crown-bound"
                 );
             }
             methods
@@ -234,10 +240,20 @@ pub fn bench_bounds_cmd(
                 steps.max(1)
             } as i64;
             let perm = Tensor::randperm(n, (Kind::Int64, dev));
+            let bound_only = match *name {
+                "crown-bound" => Some(BoundMethod::Crown),
+                "alpha-crown-bound" => Some(BoundMethod::AlphaCrown),
+                _ => None,
+            };
             let mut step = |b: i64| {
                 let idx = perm.narrow(0, (b * batch) % (n - batch), batch);
                 let x = prep.data.train_x.index_select(0, &idx);
                 let y = prep.data.train_y.index_select(0, &idx);
+                if let Some(method) = bound_only {
+                    let m = tch::no_grad(|| bounds::margin_lower(&prep.net, &x, &y, ball, method));
+                    let _ = m.sum(Kind::Float).double_value(&[]);
+                    return;
+                }
                 let m = match relaxed {
                     None => bounds::margin_lower(&prep.net, &x, &y, ball, BoundMethod::Ibp),
                     Some(r) => bounds::margin_lower_relaxed(&prep.net, &x, &y, ball, *r),

@@ -158,6 +158,10 @@ impl EvalArgs {
             pgd_steps: if methods.pgd { opts.pgd_steps } else { 0 },
             pgd_restarts: opts.restarts,
             pgd_loss,
+            alpha: crate::bounds::AlphaSettings {
+                iters: cfg.eval.alpha_iters,
+                lr: cfg.eval.alpha_lr,
+            },
         };
         let tty = std::io::stderr().is_terminal();
         // A randomized model (`rat`): majority vote over eval.noise_draws, EOT-PGD.
@@ -269,7 +273,7 @@ mod tests {
     #[test]
     fn parse_methods_accepts_known_names_and_lists_them_on_error() {
         let names = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
-        let m = parse_methods(&names("clean,pgd,ibp,crown-ibp,fastlin,crown")).unwrap();
+        let m = parse_methods(&names("clean,pgd,ibp,crown-ibp,fastlin,crown,alpha-crown")).unwrap();
         assert!(m.clean && m.pgd);
         assert_eq!(m.bounds, BoundMethod::ALL.to_vec());
         let m = parse_methods(&names("crown, ibp,ibp")).unwrap();
@@ -277,7 +281,15 @@ mod tests {
         assert_eq!(m.bounds, vec![BoundMethod::Crown, BoundMethod::Ibp]);
         let err = parse_methods(&names("clean,lipschitz")).unwrap_err();
         assert!(err.contains("`lipschitz`"), "{err}");
-        for n in ["clean", "pgd", "ibp", "crown-ibp", "fastlin", "crown"] {
+        for n in [
+            "clean",
+            "pgd",
+            "ibp",
+            "crown-ibp",
+            "fastlin",
+            "crown",
+            "alpha-crown",
+        ] {
             assert!(err.contains(n), "{err}");
         }
         assert!(parse_methods(&names("")).is_err());

@@ -65,7 +65,7 @@ impl InspectArgs {
             bail!("--eps {}: expected a finite value >= 0", self.eps);
         }
         let methods = match &self.methods {
-            None => BoundMethod::ALL.to_vec(),
+            None => BoundMethod::ONE_PASS.to_vec(),
             Some(names) => parse_bound_methods(names)?,
         };
         let model_file = if self.best {

@@ -1,6 +1,9 @@
 //! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | inspect |
 //! lipschitz | smooth | sweep`, one file per subcommand, each a clap `Args` struct with a `run`
 //! method.
+//! The command line: `certlab [gui] | run | runs | info | bench | bounds | eval | lipschitz |
+//! verify`,
+//! one file per subcommand, each a clap `Args` struct with a `run` method.
 mod bench;
 mod bounds;
 mod eval;
@@ -12,6 +15,7 @@ mod runs;
 mod smooth;
 mod sweep;
 mod trained;
+mod verify;
 
 pub use bench::fashion_mlp_config;
 pub use eval::{method_names, parse_methods, MethodSet};
@@ -62,6 +66,9 @@ pub enum Cmd {
     /// Randomized-smoothing certificates (Cohen et al. 2019) of a trained run's first test
     /// points: CERTIFY's class and radius per point, certified accuracy at a list of radii.
     Smooth(smooth::SmoothArgs),
+    /// Complete verification of a trained run: per test point verified / falsified / unknown /
+    /// timeout, by IBP, CROWN, alpha-CROWN and branch and bound.
+    Verify(verify::VerifyArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -87,6 +94,7 @@ pub fn main_with(cli: Cli) -> Result<i32> {
         Some(Cmd::Bench(args)) => args.run().map(|_| 0),
         Some(Cmd::Sweep(args)) => args.run(),
         Some(Cmd::Smooth(args)) => args.run().map(|_| 0),
+        Some(Cmd::Verify(args)) => args.run(),
     }
 }
 

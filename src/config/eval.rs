@@ -29,9 +29,35 @@ pub struct EvalConfig {
     /// `eval.norm` at the radii `cross_eps` (PGD accuracy, `cross_norm` in the record).
     pub cross_norm: bool,
     pub cross_eps: Vec<f64>,
-    /// Randomized-smoothing certification (`[eval.smoothing]`; off without `sigma`).
+    /// alpha-CROWN: bounds computed per point (one Adam step between two) and Adam's step size.
+    pub alpha_iters: u32,
+    pub alpha_lr: f64,
+    /// Randomized-smoothing certification (`[eval.smoothing]`; off without `sigma`). Tables
+    /// come after the plain values, as TOML writes them.
     #[serde(skip_serializing_if = "SmoothingConfig::is_off")]
     pub smoothing: SmoothingConfig,
+    /// Complete verification of the first `points` robust-subset points at the first eval eps
+    /// (`verified_acc`); absent: off.
+    pub verify: Option<VerifyConfig>,
+}
+
+/// `[eval.verify]`: the cascade IBP -> CROWN -> alpha-CROWN -> branch and bound per point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Time budget of one point, seconds.
+    pub timeout_s: f64,
+    /// How many points of the robust subset are verified.
+    pub points: usize,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            timeout_s: 1.0,
+            points: 100,
+        }
+    }
 }
 
 impl Default for EvalConfig {
@@ -50,6 +76,9 @@ impl Default for EvalConfig {
             eot_draws: 10,
             cross_norm: false,
             cross_eps: vec![],
+            alpha_iters: 20,
+            alpha_lr: 0.1,
+            verify: None,
         }
     }
 }
@@ -76,6 +105,32 @@ impl EvalConfig {
                 "eval.pgd_restarts",
                 format!("{} is out of range: expected 1..=100", self.pgd_restarts),
             );
+        }
+        if !(1..=1000).contains(&self.alpha_iters) {
+            bad(
+                "eval.alpha_iters",
+                format!("{} is out of range: expected 1..=1000", self.alpha_iters),
+            );
+        }
+        if !(self.alpha_lr.is_finite() && self.alpha_lr > 0.0 && self.alpha_lr <= 10.0) {
+            bad(
+                "eval.alpha_lr",
+                format!(
+                    "{} is out of range: expected a value in (0, 10]",
+                    self.alpha_lr
+                ),
+            );
+        }
+        if let Some(v) = &self.verify {
+            if !(v.timeout_s.is_finite() && v.timeout_s > 0.0 && v.timeout_s <= 3600.0) {
+                bad(
+                    "eval.verify.timeout_s",
+                    format!("{} is out of range: expected (0, 3600]", v.timeout_s),
+                );
+            }
+            if v.points > 0 && self.eps.is_empty() {
+                bad("eval.eps", "eval.verify needs at least one eval eps".into());
+            }
         }
         if self.every_epochs == 0 {
             bad("eval.every_epochs", "must be >= 1".into());
@@ -115,10 +170,23 @@ pub enum BoundMethod {
     Fastlin,
     /// CROWN relaxation (adaptive lower line) with exact intermediate bounds.
     Crown,
+    /// CROWN with the lower-line slopes of the unstable ReLUs optimised per point by projected
+    /// gradient ascent on the bound (Xu et al. 2021), intermediate layers included
+    /// (`eval.alpha_iters`, `eval.alpha_lr`).
+    AlphaCrown,
 }
 
 impl BoundMethod {
-    pub const ALL: [BoundMethod; 4] = [
+    pub const ALL: [BoundMethod; 5] = [
+        BoundMethod::Ibp,
+        BoundMethod::CrownIbp,
+        BoundMethod::Fastlin,
+        BoundMethod::Crown,
+        BoundMethod::AlphaCrown,
+    ];
+    /// The methods that bound in one pass (no optimisation): what tools that call a bound many
+    /// times per point (the inspector's radius bisection) use unless asked for more.
+    pub const ONE_PASS: [BoundMethod; 4] = [
         BoundMethod::Ibp,
         BoundMethod::CrownIbp,
         BoundMethod::Fastlin,
@@ -130,6 +198,7 @@ impl BoundMethod {
             BoundMethod::CrownIbp => "crown-ibp",
             BoundMethod::Fastlin => "fastlin",
             BoundMethod::Crown => "crown",
+            BoundMethod::AlphaCrown => "alpha-crown",
         }
     }
     pub fn parse(s: &str) -> Option<BoundMethod> {

@@ -17,7 +17,7 @@ mod train_certified;
 mod validate;
 
 pub use dataset::{DatasetConfig, DatasetKind, FASHION_MNIST_DIR};
-pub use eval::{parse_names, BoundMethod, Estimator, EvalConfig};
+pub use eval::{parse_names, BoundMethod, Estimator, EvalConfig, VerifyConfig};
 pub use model::{Arch, ModelConfig};
 pub use optimizer::{LrSchedule, OptimizerConfig, OptimizerKind};
 pub use smoothing::{Noise, RadiusNorm, SmoothingConfig};

@@ -61,7 +61,7 @@ impl InspectOptions {
 impl Default for InspectOptions {
     fn default() -> Self {
         InspectOptions {
-            methods: BoundMethod::ALL.to_vec(),
+            methods: BoundMethod::ONE_PASS.to_vec(),
             search: Search {
                 samples: 256,
                 steps: 30,
@@ -160,7 +160,7 @@ impl Microscope {
         bounds::check_supported(net)?;
         let copy = Network {
             vs: nn::VarStore::new(net.device()),
-            layers: layers_f64(&net.layers),
+            layers: layers_f64(&bounds::walked(net)),
             specs: net.specs.clone(),
             input_shape: net.input_shape.clone(),
             num_classes: net.num_classes,

@@ -12,6 +12,7 @@ mod epoch;
 mod inspect;
 pub mod noisy;
 pub mod smoothing;
+pub mod verify;
 pub use decision::decision_map;
 pub use empirical::{empirical_ranges, Search};
 pub use epoch::{gap_method, EvalListener, Evaluator, Interrupted, CERT_GRAM_ITERS, GAP_POINTS};
@@ -21,7 +22,7 @@ pub use inspect::{
 pub use smoothing::noise_like;
 
 use crate::attack::{self, AttackLoss, PgdConfig};
-use crate::bounds::{self, Ball, BoundMethod};
+use crate::bounds::{self, AlphaSettings, Ball, BoundMethod};
 use crate::config::{ExperimentConfig, Norm};
 use crate::device::synchronize;
 use crate::metrics::EpsEval;
@@ -40,6 +41,8 @@ pub struct RobustSpec {
     pub pgd_steps: u32,
     pub pgd_restarts: u32,
     pub pgd_loss: AttackLoss,
+    /// The optimiser of `alpha-crown` (ignored by the other bounds).
+    pub alpha: AlphaSettings,
 }
 
 impl RobustSpec {
@@ -66,6 +69,10 @@ pub fn specs_from_config(cfg: &ExperimentConfig) -> Vec<RobustSpec> {
             pgd_steps: e.pgd_steps,
             pgd_restarts: e.pgd_restarts,
             pgd_loss: AttackLoss::CrossEntropy,
+            alpha: AlphaSettings {
+                iters: e.alpha_iters,
+                lr: e.alpha_lr,
+            },
         })
         .collect()
 }
@@ -168,7 +175,7 @@ pub fn robust_masks(net: &Network, x: &Tensor, y: &Tensor, spec: &RobustSpec) ->
     let mut violations = Vec::new();
     for &method in &spec.bounds {
         let started = Instant::now();
-        let c = bounds::certify(net, x, y, ball, method);
+        let c = bounds::certify_with(net, x, y, ball, method, spec.alpha);
         #[cfg(test)]
         let c = tests::unsound_shift(c, y);
         let (lower, certified) = (c.margin_lower, c.certified);
@@ -345,7 +352,7 @@ mod tests {
     }
 
     /// Every bound method.
-    const TESTED_BOUNDS: [BoundMethod; 4] = BoundMethod::ALL;
+    const TESTED_BOUNDS: [BoundMethod; 5] = BoundMethod::ALL;
 
     /// Checks cert <= pgd <= clean point by point, naming the first point that breaks it.
     #[test]
@@ -361,6 +368,7 @@ mod tests {
                 pgd_steps: 10,
                 pgd_restarts: 3,
                 pgd_loss: AttackLoss::Margin,
+                alpha: AlphaSettings::default(),
             };
             let r = robust_eval(&net, &x, &y, &spec, 64);
             let clean = clean_accuracy(&net, &x, &y, 64);
@@ -423,6 +431,7 @@ mod tests {
             pgd_steps: 10,
             pgd_restarts: 1,
             pgd_loss: AttackLoss::CrossEntropy,
+            alpha: AlphaSettings::default(),
         };
         let honest = robust_eval(&net, &x, &y, &spec, 7);
         assert!(honest.violations.is_empty(), "{}", honest.violations[0]);

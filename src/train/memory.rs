@@ -297,7 +297,9 @@ fn evaluation_bytes(cfg: &ExperimentConfig, s: &Sizes, net: &Shapes) -> u64 {
     let per_example = |m: &BoundMethod| match m {
         BoundMethod::Ibp => 2 * net.outputs(),
         BoundMethod::CrownIbp => 2 * (s.classes as u64 + 1) * net.outputs(),
-        BoundMethod::Fastlin | BoundMethod::Crown => 2 * net.exact_floats(),
+        BoundMethod::Fastlin | BoundMethod::Crown | BoundMethod::AlphaCrown => {
+            2 * net.exact_floats()
+        }
     };
     let per = cfg.eval.bounds.iter().map(per_example).max().unwrap_or(0);
     // Bound passes split a chunk further so that a slice holds at most the budget.

@@ -273,7 +273,7 @@ fn final_summary(rec: &EvalRecord) -> String {
 /// `clean acc .., pgd acc .., cert[m] ..` of a record, for the log.
 fn accuracies(rec: &EvalRecord) -> String {
     format!(
-        "clean acc {:.4}{}{}",
+        "clean acc {:.4}{}{}{}",
         rec.clean_acc,
         rec.pgd_acc
             .map(|a| format!(", pgd acc {a:.4}"))
@@ -281,7 +281,10 @@ fn accuracies(rec: &EvalRecord) -> String {
         rec.cert_acc
             .iter()
             .map(|(k, v)| format!(", cert[{k}] {v:.4}"))
-            .collect::<String>()
+            .collect::<String>(),
+        rec.verified_acc
+            .map(|a| format!(", verified {a:.4}"))
+            .unwrap_or_default()
     )
 }
 

@@ -22,6 +22,7 @@ pub mod series;
 mod sweep_plots;
 pub mod sweep_view;
 pub mod toy;
+pub mod verify_plot;
 
 pub use app::{App, Spawner};
 pub use autopilot::{Autopilot, InspectShot};

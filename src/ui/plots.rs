@@ -305,6 +305,7 @@ fn metric_color(m: &Metric) -> Color32 {
         Metric::Clean => PALETTE[0],
         Metric::SubsetClean => Color32::from_rgb(120, 170, 250),
         Metric::Pgd => PALETTE[1],
+        Metric::Verified => Color32::from_rgb(200, 60, 160),
         Metric::Train => PALETTE[9],
         Metric::TrainLoss => PALETTE[4],
         Metric::BatchLoss => Color32::from_gray(150),
@@ -355,11 +356,15 @@ fn lipschitz_index(name: &str) -> usize {
 /// A stable small number per bound or estimator name, for colours: the bound methods, the
 /// Lipschitz certificate, then the estimators; an unknown name comes after them all.
 fn name_index(name: &str) -> usize {
-    BoundMethod::ALL
+    // The first four bounds keep the colours they had before alpha-CROWN; later bounds go
+    // after the estimators.
+    let (first, later) = BoundMethod::ALL.split_at(4);
+    first
         .iter()
         .map(|b| b.name())
         .chain([key::LIPSCHITZ_CERT])
         .chain(Estimator::ALL.iter().map(|e| e.name()))
+        .chain(later.iter().map(|b| b.name()))
         .position(|n| n == name)
         .unwrap_or(BoundMethod::ALL.len() + 1 + Estimator::ALL.len())
 }
@@ -434,6 +439,7 @@ mod tests {
             assert_eq!(name_index(k), i, "{k}");
         }
         assert_eq!(name_index("toeplitz"), 11);
-        assert_eq!(name_index("new"), 12);
+        assert_eq!(name_index("alpha-crown"), 12);
+        assert_eq!(name_index("new"), 13);
     }
 }

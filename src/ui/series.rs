@@ -70,6 +70,8 @@ pub enum Metric {
     SubsetClean,
     Train,
     Pgd,
+    /// Verified accuracy from complete verification (`eval.verify`).
+    Verified,
     Cert(String),
     TrainLoss,
     /// The loss of single batches as they are trained (x: fractional epoch); live runs only.
@@ -92,6 +94,7 @@ impl Metric {
             Metric::SubsetClean => "clean (robust subset)".into(),
             Metric::Train => "train (clean)".into(),
             Metric::Pgd => "PGD".into(),
+            Metric::Verified => "verified (complete)".into(),
             Metric::Cert(m) => format!("certified {m}"),
             Metric::TrainLoss => "train loss (epoch mean)".into(),
             Metric::BatchLoss => "batch loss".into(),
@@ -195,6 +198,9 @@ impl RunSeries {
         }
         if let Some(p) = rec.pgd_acc {
             add(Metric::Pgd, p);
+        }
+        if let Some(v) = rec.verified_acc {
+            add(Metric::Verified, v);
         }
         for (k, v) in &rec.cert_acc {
             add(Metric::Cert(k.clone()), *v);

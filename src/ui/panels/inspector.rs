@@ -108,7 +108,7 @@ impl Default for InspectorPanel {
             index: 0,
             eps: 0.05,
             norm: Norm::Linf,
-            methods: BoundMethod::ALL.to_vec(),
+            methods: BoundMethod::ONE_PASS.to_vec(),
             cert_method: BoundMethod::Crown,
             largest_balls: false,
             point: None,

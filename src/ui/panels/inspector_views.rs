@@ -33,6 +33,7 @@ pub fn method_color(m: BoundMethod) -> Color32 {
         BoundMethod::CrownIbp => PALETTE[3],
         BoundMethod::Fastlin => PALETTE[4],
         BoundMethod::Crown => PALETTE[0],
+        BoundMethod::AlphaCrown => PALETTE[6],
     }
 }
 

@@ -1,8 +1,10 @@
-//! The "Accuracy & loss" tab: clean, PGD and certified accuracy over epochs, and the loss.
+//! The "Accuracy & loss" tab: clean, PGD, verified and certified accuracy over epochs, which
+//! stage decided the verified points, and the loss.
 use super::{titled, Action};
 use crate::config::BoundMethod;
 use crate::ui::plots::{CurvePlot, YAxis};
 use crate::ui::series::{cert_methods, Metric, RunSeries};
+use crate::ui::verify_plot::verify_stages_ui;
 use egui::Ui;
 
 #[derive(Debug, Default)]
@@ -26,24 +28,27 @@ impl OverviewPanel {
         let chosen = self.compare_bound.clone();
         titled(
             ui,
-            "Accuracy: clean vs PGD vs certified",
+            "Accuracy: clean vs PGD vs verified vs certified",
             "accuracy",
             &mut actions,
             |ui| {
                 let keep = |m: &Metric| match m {
-                    Metric::Clean | Metric::Pgd => true,
+                    Metric::Clean | Metric::Pgd | Metric::Verified => true,
                     Metric::SubsetClean => !several,
                     Metric::Cert(b) => !several || chosen.as_ref() == Some(b),
                     _ => false,
                 };
-                CurvePlot {
+                let response = CurvePlot {
                     id: "accuracy",
                     y_label: "accuracy",
                     y_axis: YAxis::Fraction,
                     height: acc_h,
                     keep: &keep,
                 }
-                .ui(ui, runs)
+                .ui(ui, runs);
+                // Which stage decided the verified points (runs with `eval.verify`).
+                verify_stages_ui(ui, runs, 50.0 + 22.0 * runs.len() as f32);
+                response
             },
         );
         titled(ui, "Loss", "loss", &mut actions, |ui| {

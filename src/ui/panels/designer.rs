@@ -373,6 +373,7 @@ impl Designer {
             row(ui, "Certify with", problems, "eval.bounds", |ui| {
                 checkbox_list(ui, &mut e.bounds, &BoundMethod::ALL, BoundMethod::name)
             });
+            certified::verify_fields_ui(ui, e, problems);
             row(
                 ui,
                 "PGD steps (0 = off)",

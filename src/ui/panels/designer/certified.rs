@@ -3,7 +3,7 @@
 //! initialisation and warm-up regularizers of Shi et al. (2021). Each appears only for the
 //! methods that use it.
 use super::{combo, row};
-use crate::config::{FieldError, Init, Method, TrainConfig};
+use crate::config::{BoundMethod, EvalConfig, FieldError, Init, Method, TrainConfig, VerifyConfig};
 use egui::Ui;
 
 /// `pgd_steps` and `pgd_step_ratio`, for the methods that run PGD.
@@ -72,4 +72,40 @@ pub(super) fn shi_fields_ui(ui: &mut Ui, t: &mut TrainConfig, problems: &[FieldE
         "train.shi_reg_weight",
         |ui| ui.add(egui::DragValue::new(&mut t.shi_reg_weight).speed(0.01)),
     );
+}
+
+/// alpha-CROWN's optimiser (shown when it is among the certifying bounds) and complete
+/// verification (`[eval.verify]`: verified accuracy in every evaluation).
+pub(super) fn verify_fields_ui(ui: &mut Ui, e: &mut EvalConfig, problems: &[FieldError]) {
+    if e.bounds.contains(&BoundMethod::AlphaCrown) {
+        row(
+            ui,
+            "alpha-CROWN iterations",
+            problems,
+            "eval.alpha_iters",
+            |ui| ui.add(egui::DragValue::new(&mut e.alpha_iters)),
+        );
+        row(ui, "alpha-CROWN step", problems, "eval.alpha_lr", |ui| {
+            ui.add(egui::DragValue::new(&mut e.alpha_lr).speed(0.01))
+        });
+    }
+    let mut on = e.verify.is_some();
+    row(ui, "Complete verification", problems, "eval.verify", |ui| {
+        ui.checkbox(&mut on, "verify points (verified accuracy)")
+    });
+    if on != e.verify.is_some() {
+        e.verify = on.then(VerifyConfig::default);
+    }
+    if let Some(v) = e.verify.as_mut() {
+        row(
+            ui,
+            "Verify: seconds per point",
+            problems,
+            "eval.verify.timeout_s",
+            |ui| ui.add(egui::DragValue::new(&mut v.timeout_s).speed(0.1)),
+        );
+        row(ui, "Verify: points", problems, "eval.verify.points", |ui| {
+            ui.add(egui::DragValue::new(&mut v.points).speed(10))
+        });
+    }
 }

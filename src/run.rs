@@ -184,6 +184,14 @@ impl RunData {
     }
 }
 
+/// A run folder's `summary.json`, if it has a readable one (a run still going, or killed, has
+/// none).
+pub fn read_summary(dir: &Path) -> Option<Summary> {
+    std::fs::read_to_string(dir.join(SUMMARY_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
 /// Reads a run folder. A last metrics line without its newline (cut by a crash) is skipped.
 pub fn load_run(dir: &Path) -> Result<RunData, RunError> {
     let cfg_path = dir.join(CONFIG_FILE);
@@ -221,9 +229,7 @@ pub fn load_run(dir: &Path) -> Result<RunData, RunError> {
             }
         }
     }
-    let summary = std::fs::read_to_string(dir.join(SUMMARY_FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let summary = read_summary(dir);
     Ok(RunData {
         dir: dir.to_path_buf(),
         config,

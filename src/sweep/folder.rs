@@ -4,7 +4,7 @@
 //! runs), one run folder per point (`p0003-s1/`), and `attempts/` where the folder of a crashed
 //! or cancelled point is moved before it is rerun (nothing written is deleted).
 use super::{Point, SweepError, SweepSpec};
-use crate::run::{self, SUMMARY_FILE};
+use crate::run;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -183,10 +183,7 @@ impl SweepFolder {
         if !dir.exists() {
             return PointState::Pending;
         }
-        let summary = std::fs::read_to_string(dir.join(SUMMARY_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str::<run::Summary>(&t).ok());
-        match summary {
+        match run::read_summary(&dir) {
             None => PointState::Incomplete,
             Some(s) => match s.outcome.as_str() {
                 "completed" => PointState::Done,
@@ -240,6 +237,7 @@ impl SweepFolder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::SUMMARY_FILE;
 
     fn sweep_in(tmp: &Path) -> PathBuf {
         std::fs::write(

@@ -20,7 +20,7 @@ pub use report::{
     CLEAN, PGD, WALL,
 };
 pub use slurm::{slurm_status, submit, write_sbatch, SlurmArgs};
-pub use spec::{Axis, Mode, Scale, SlurmOptions, SweepSpec};
+pub use spec::{is_integer, Axis, Mode, Scale, SlurmOptions, SweepSpec};
 
 use crate::config::ExperimentConfig;
 use std::collections::BTreeMap;

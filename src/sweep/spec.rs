@@ -340,8 +340,8 @@ fn point_config(
     Ok(cfg)
 }
 
-/// Whether the dotted `key` holds an integer in `full`.
-fn is_integer(full: &toml::Table, key: &str) -> bool {
+/// Whether the dotted `key` holds an integer in `full` (a config as a TOML table).
+pub fn is_integer(full: &toml::Table, key: &str) -> bool {
     let mut here = full;
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {

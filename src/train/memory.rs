@@ -53,6 +53,8 @@ pub fn human(bytes: u64) -> String {
 struct Sizes {
     input: Vec<i64>,
     classes: i64,
+    /// Examples in the training file (what reading it holds, before any subset).
+    full_train: u64,
     train: u64,
     val: u64,
     test: u64,
@@ -81,6 +83,7 @@ fn sizes(cfg: &ExperimentConfig) -> Sizes {
     Sizes {
         input,
         classes,
+        full_train: full_train as u64,
         train: train as u64,
         val: val as u64,
         test: test as u64,
@@ -225,21 +228,13 @@ fn loading_bytes(cfg: &ExperimentConfig, s: &Sizes) -> u64 {
     if cfg.dataset.kind.is_toy() {
         return 0;
     }
-    let full = full_train(cfg) * numel(&s.input);
+    let full = s.full_train * numel(&s.input);
     let subset_copy = if cfg.dataset.train_size == 0 {
         0
     } else {
         4 * full
     };
     2 * full + subset_copy
-}
-
-/// Examples in the training file of an image set.
-fn full_train(cfg: &ExperimentConfig) -> u64 {
-    match cfg.dataset.kind {
-        DatasetKind::Cifar10 => 50_000,
-        _ => 60_000,
-    }
 }
 
 /// Weights, gradients and the optimizer's state (Adam: two moments; SGD with momentum: one).

@@ -264,21 +264,8 @@ impl App {
         else {
             return;
         };
-        let path = export_path(&self.library.dir, &format!("sweep-{}", report.name), "csv");
-        let result = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(&path, report.to_csv()));
-        self.notice = Some(match result {
-            Ok(()) => Notice {
-                level: Level::Info,
-                text: format!("sweep report written to {}", path.display()),
-            },
-            Err(e) => Notice {
-                level: Level::Error,
-                text: format!("cannot write {}: {e}", path.display()),
-            },
-        });
+        let (stem, text) = (format!("sweep-{}", report.name), report.to_csv());
+        self.write_export(&stem, "sweep report", &text);
     }
 
     /// Re-reads the runs folder; keeps which runs were overlaid.
@@ -292,7 +279,12 @@ impl App {
     pub fn export_csv(&mut self) -> Option<PathBuf> {
         let rows: Vec<&RunSeries> = self.all_runs().collect();
         let text = runs_csv(&rows);
-        let path = export_path(&self.library.dir, "runs", "csv");
+        self.write_export("runs", "table", &text)
+    }
+
+    /// Writes `text` to `<runs>/exports/<stem>-<time>.csv` and says where (or why not).
+    fn write_export(&mut self, stem: &str, what: &str, text: &str) -> Option<PathBuf> {
+        let path = export_path(&self.library.dir, stem, "csv");
         let result = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
@@ -301,7 +293,7 @@ impl App {
             Ok(()) => {
                 self.notice = Some(Notice {
                     level: Level::Info,
-                    text: format!("table written to {}", path.display()),
+                    text: format!("{what} written to {}", path.display()),
                 });
                 Some(path)
             }

@@ -141,18 +141,6 @@ impl SweepPanel {
     /// The sweep file the builder describes, over `cfg` (the designer's experiment).
     pub fn spec(&self, cfg: &ExperimentConfig) -> Result<SweepSpec, String> {
         let full: toml::Table = toml::from_str(&cfg.to_toml_string()).map_err(|e| e.to_string())?;
-        let is_int = |key: &str| {
-            let mut t = &full;
-            let parts: Vec<&str> = key.split('.').collect();
-            for p in &parts[..parts.len() - 1] {
-                match t.get(*p).and_then(|v| v.as_table()) {
-                    Some(next) => t = next,
-                    None => return false,
-                }
-            }
-            t.get(parts[parts.len() - 1])
-                .is_some_and(|v| v.is_integer())
-        };
         let used = if self.second_axis { 2 } else { 1 };
         let mut axes = Vec::new();
         for a in &self.axes[..used] {
@@ -160,7 +148,7 @@ impl SweepPanel {
             let values = values
                 .into_iter()
                 .map(|x| {
-                    if is_int(&a.key) && x.fract() == 0.0 {
+                    if crate::sweep::is_integer(&full, &a.key) && x.fract() == 0.0 {
                         toml::Value::Integer(x as i64)
                     } else {
                         toml::Value::Float(x)

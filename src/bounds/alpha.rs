@@ -13,6 +13,7 @@
 //! the gradient flows through them to the slopes of earlier layers.
 use super::input::input_minimum;
 use super::ops::numel;
+use super::patches;
 use super::relax::{Pass, Relaxer, ReluLines};
 use super::{Ball, Intermediate, Relaxation, Relaxed};
 use crate::model::Layer;
@@ -309,15 +310,23 @@ fn refresh(r: &mut Relaxer, j: usize, rows: &Rows, slopes: &Slopes, bounds: &mut
     let Some((bl, bu)) = &bounds[j] else { return };
     let shape = &r.shapes[j];
     let u = rows.count();
-    let lambda = rows.spec(shape, opts);
     let alphas: Vec<Option<Tensor>> = slopes
         .iter()
         .map(|s| s.as_ref().map(|s| s.alpha.shallow_clone()))
         .collect();
-    let both = lower_with(&r, j, lambda, &alphas);
     let (fl, fu) = (bl.flatten(1, -1), bu.flatten(1, -1));
-    let lo = both.narrow(1, 0, u).maximum(&rows.gather(&fl));
-    let hi = both.narrow(1, u, u).neg().minimum(&rows.gather(&fu));
+    let (lo, hi) = if r.patches_apply(j) && patches::shared_slopes(&alphas) {
+        // A convolution's neurons: in patches form, then the rows' entries.
+        let unstable = bl.lt(0.0).logical_and(&bu.gt(0.0));
+        let (pl, pu) = r.patch_bounds_at(j, &fl, &fu, &unstable, Some(&alphas));
+        (rows.gather(&pl), rows.gather(&pu))
+    } else {
+        let lambda = rows.spec(shape, opts);
+        let both = lower_with(r, j, lambda, &alphas);
+        (both.narrow(1, 0, u), both.narrow(1, u, u).neg())
+    };
+    let lo = lo.maximum(&rows.gather(&fl));
+    let hi = hi.minimum(&rows.gather(&fu));
     let mut out_shape = vec![b];
     out_shape.extend_from_slice(shape);
     let l = rows.scatter(&fl, &lo).reshape(out_shape.as_slice());

@@ -55,7 +55,6 @@ impl Relaxer<'_> {
     /// are stable for each example but not the same ones, that saves most of the work.
     fn exact_bounds(&self, i: usize, il: &Tensor, iu: &Tensor) -> (Tensor, Tensor) {
         let shape = &self.shapes[i];
-        let n = numel(shape);
         let b = self.batch();
         let (il, iu) = (il.flatten(1, -1), iu.flatten(1, -1));
         let unstable = il.lt(0.0).logical_and(&iu.gt(0.0));
@@ -66,32 +65,66 @@ impl Relaxer<'_> {
         if u == 0 {
             return (il.reshape(out.as_slice()), iu.reshape(out.as_slice()));
         }
+        if self.patches_apply(i) {
+            let r = self.patch_bounds_at(i, &il, &iu, &unstable, None);
+            return (r.0.reshape(out.as_slice()), r.1.reshape(out.as_slice()));
+        }
         let most = unstable
             .sum_dim_intlist([1i64].as_slice(), false, Kind::Int64)
             .max()
             .int64_value(&[]);
-        let opts = (self.x.kind(), self.x.device());
-        // `[B or 1, k, n]` one-hot rows, and the neuron of each row per example (`None`: the
-        // same rows, `union`, for every example).
-        let (k, eye, rows) = if 4 * most > 3 * u {
+        // The neuron of each row per example (`None`: the same rows, `union`, for every
+        // example).
+        let rows = if 4 * most > 3 * u {
             // Per-example rows would save little: the batch's union, example-independent
             // (batch 1, so less memory) until the first ReLU on the way back.
-            let eye = Tensor::eye(n, opts).index_select(0, &union).unsqueeze(0);
-            (u, eye, None)
+            None
         } else {
             let rows = unstable
                 .to_kind(Kind::Uint8)
                 .argsort_stable(true, 1, true)
                 .narrow(1, 0, most);
-            let eye = Tensor::eye(n, opts)
-                .index_select(0, &rows.flatten(0, -1))
-                .reshape([b, most, n]);
-            (most, eye, Some(rows))
+            Some(rows)
+        };
+        let (lower, upper) = self.dense_rows_bounds(i, &union, rows.as_ref());
+        let (lo, hi) = match rows {
+            None => (
+                il.index_copy(1, &union, &lower),
+                iu.index_copy(1, &union, &upper),
+            ),
+            Some(rows) => (il.scatter(1, &rows, &lower), iu.scatter(1, &rows, &upper)),
+        };
+        (lo.reshape(out.as_slice()), hi.reshape(out.as_slice()))
+    }
+
+    /// [`Relaxer::exact_bounds`] for rows given as dense one-hot maps: `[Bp, k]` bounds of
+    /// layer `i - 1`'s neurons `union` (every example) or `rows` (`[B, k]`, per example).
+    pub(super) fn dense_rows_bounds(
+        &self,
+        i: usize,
+        union: &Tensor,
+        rows: Option<&Tensor>,
+    ) -> (Tensor, Tensor) {
+        let shape = &self.shapes[i];
+        let n = numel(shape);
+        let opts = (self.x.kind(), self.x.device());
+        let (k, eye) = match rows {
+            None => (
+                union.size()[0],
+                Tensor::eye(n, opts).index_select(0, union).unsqueeze(0),
+            ),
+            Some(rows) => {
+                let (b, most) = (rows.size()[0], rows.size()[1]);
+                let eye = Tensor::eye(n, opts)
+                    .index_select(0, &rows.flatten(0, -1))
+                    .reshape([b, most, n]);
+                (most, eye)
+            }
         };
         let batch_rows = eye.size()[0];
         let mut full = vec![batch_rows, k];
         full.extend_from_slice(shape);
-        let (lower, upper) = if self.relax == Relaxation::Fastlin {
+        if self.relax == Relaxation::Fastlin {
             // Fast-Lin's two lines are parallel: one backward pass serves both bounds, the
             // upper one adding `|lambda| . intercept` at every ReLU (half the work).
             let mut spread = Tensor::zeros([1, k], opts);
@@ -104,14 +137,34 @@ impl Relaxer<'_> {
             let lambda = Tensor::cat(&[&eye, &eye.neg()], 1).reshape(full.as_slice());
             let both = self.lower_bound(i, lambda);
             (both.narrow(1, 0, k), both.narrow(1, k, k).neg())
+        }
+    }
+
+    /// [`Relaxer::exact_bounds`] in patches form: every channel at each grid position where
+    /// some example has an unstable neuron (`unstable`, `[B, ..]`); `[B, n]` bounds (`il`, `iu`
+    /// elsewhere). `slopes` as in [`Relaxer::patch_bounds`].
+    pub(super) fn patch_bounds_at(
+        &self,
+        i: usize,
+        il: &Tensor,
+        iu: &Tensor,
+        unstable: &Tensor,
+        slopes: Option<&[Option<Tensor>]>,
+    ) -> (Tensor, Tensor) {
+        let shape = &self.shapes[i];
+        let (b, co, plane) = (il.size()[0], shape[0], shape[1] * shape[2]);
+        let loc = unstable
+            .reshape([b, co, plane])
+            .any_dim(0, false)
+            .any_dim(0, false)
+            .nonzero()
+            .squeeze_dim(1);
+        let (lower, upper) = self.patch_bounds(i, &loc, self.relax == Relaxation::Fastlin, slopes);
+        let place = |full: &Tensor, part: Tensor| {
+            full.reshape([b, co, plane])
+                .index_copy(2, &loc, &part.transpose(1, 2))
+                .reshape([b, co * plane])
         };
-        let (lo, hi) = match rows {
-            None => (
-                il.index_copy(1, &union, &lower),
-                iu.index_copy(1, &union, &upper),
-            ),
-            Some(rows) => (il.scatter(1, &rows, &lower), iu.scatter(1, &rows, &upper)),
-        };
-        (lo.reshape(out.as_slice()), hi.reshape(out.as_slice()))
+        (place(il, lower), place(iu, upper))
     }
 }

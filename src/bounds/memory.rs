@@ -1,6 +1,7 @@
 //! Memory: the floats a backward pass needs per example, the bytes a certified-training step
 //! keeps, and the splitting of big batches into slices that fit.
 use super::ops::numel;
+use super::patches;
 use super::walked;
 use super::{Intermediate, Relaxed};
 use crate::linalg::batch_ranges;
@@ -14,7 +15,11 @@ fn floats_per_example(layers: &[Layer], shapes: &[Vec<i64>], relaxed: Option<Rel
         Some(Intermediate::Exact) => (1..layers.len())
             .filter(|&i| matches!(layers[i], Layer::Relu))
             .map(|i| {
-                2 * numel(&shapes[i]) * shapes[..i].iter().map(|s| numel(s)).max().unwrap_or(1)
+                if patches::applies(layers, i) {
+                    patches::floats(layers, shapes, i)
+                } else {
+                    2 * numel(&shapes[i]) * shapes[..i].iter().map(|s| numel(s)).max().unwrap_or(1)
+                }
             })
             .max()
             .unwrap_or(1)

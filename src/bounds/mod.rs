@@ -12,7 +12,8 @@
 //!
 //! One file per idea: `input` (the input set and linear functions over it), `ibp` (interval
 //! propagation), `relax` (the ReLU lines and the backward pass), `intermediate` (pre-activation
-//! bounds by IBP or by exact backward passes), `projection` (pre-activation bounds estimated
+//! bounds by IBP or by exact backward passes), `patches` (those exact passes for a
+//! convolution's neurons, one input window per neuron), `projection` (pre-activation bounds estimated
 //! from random projections), `tightness` (r1 / r2 and their statistics), `memory` (splitting
 //! batches to fit) and `ops` (small tensor helpers). This file holds the shared types and the
 //! public entry points.
@@ -25,6 +26,7 @@ mod intermediate;
 mod memory;
 mod ops;
 mod optimum;
+mod patches;
 mod projection;
 mod relax;
 mod tightness;

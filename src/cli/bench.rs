@@ -30,8 +30,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "all")]
     pub arch: String,
     /// With --bounds: the methods to time, comma-separated (default: all of ibp,
-    /// crown-ibp, fastlin, crown, fastlin-proj50, and the bounds alone without a training
-    /// step: crown-bound, alpha-crown-bound with 20 iterations).
+    /// crown-ibp, fastlin, crown, fastlin-proj50, the training methods sabr, mtl-ibp, cc-ibp,
+    /// exp-ibp, and the bounds alone without a training step: crown-bound,
+    /// alpha-crown-bound with 20 iterations).
     #[arg(long)]
     pub methods: Option<String>,
     /// With --bounds: examples per step.
@@ -70,7 +71,7 @@ impl BenchArgs {
             Ok(())
         } else if self.bounds {
             let methods = self.methods.as_deref();
-            bench_bounds_cmd(d, self.steps, &self.arch, methods, self.batch)
+            super::bench_bounds::bench_bounds_cmd(d, self.steps, &self.arch, methods, self.batch)
         } else {
             bench_cmd(self.preset.clone(), d, self.epochs)
         }
@@ -154,131 +155,6 @@ pub fn bench_cmd(preset: Option<PathBuf>, device: &str, epochs: u32) -> Result<(
         secs,
         samples as f64 / secs
     );
-    Ok(())
-}
-
-/// `certlab bench --bounds`: samples/s of certified-training steps (margin lower bound of the
-/// method, cross-entropy on `-m`, backward, Adam step) on Fashion-MNIST, batch 256 (or
-/// `batch`), l_inf eps 0.1, for the MLP 2x100 and the Small convnet. `scripts/bench_autolirpa.py` times the same
-/// steps in auto_LiRPA. The `*-bound` rows time the bound alone (evaluation: no backward, no
-/// step), alpha-CROWN with its default 20 iterations.
-pub fn bench_bounds_cmd(
-    device: &str,
-    steps: u32,
-    arch: &str,
-    only: Option<&str>,
-    batch: i64,
-) -> Result<()> {
-    anyhow::ensure!(batch > 0, "--batch {batch}: expected at least 1");
-    let archs: Vec<Arch> = match arch {
-        "all" => vec![Arch::Mlp, Arch::SmallConv],
-        "mlp" => vec![Arch::Mlp],
-        "small-conv" => vec![Arch::SmallConv],
-        other => anyhow::bail!("--arch `{other}`: expected mlp, small-conv or all"),
-    };
-    use crate::bounds::{self, Ball, BoundMethod, Intermediate, Relaxation, Relaxed};
-    use crate::config::Norm;
-    let choice = crate::config::DeviceChoice::parse(device)
-        .with_context(|| format!("--device `{device}` is not one of: auto, cpu, cuda"))?;
-    let dev = crate::device::pick_device(choice)?;
-    let ball = Ball {
-        eps: 0.1,
-        norm: Norm::Linf,
-    };
-    let projected = Relaxed {
-        relax: Relaxation::Fastlin,
-        inter: Intermediate::Projection { dim: 50 },
-    };
-    let methods: Vec<(&str, Option<Relaxed>)> = vec![
-        ("ibp", None),
-        ("crown-ibp", BoundMethod::CrownIbp.relaxed()),
-        ("fastlin", BoundMethod::Fastlin.relaxed()),
-        ("crown", BoundMethod::Crown.relaxed()),
-        ("fastlin-proj50", Some(projected)),
-        // Bounds alone (evaluation, no training step): CROWN, and alpha-CROWN with the default
-        // 20 iterations (auto_LiRPA's `CROWN-Optimized` with `iteration: 20`).
-        ("crown-bound", BoundMethod::Crown.relaxed()),
-        ("alpha-crown-bound", BoundMethod::AlphaCrown.relaxed()),
-    ];
-    let methods = match only {
-        None => methods,
-        Some(list) => {
-            let wanted: Vec<&str> = list.split(',').map(str::trim).collect();
-            if let Some(bad) = wanted
-                .iter()
-                .find(|w| !methods.iter().any(|(name, _)| name == *w))
-            {
-                anyhow::bail!(
-                    "--methods: unknown method `{bad}`; expected some of ibp, crown-ibp, fastlin, crown, fastlin-proj50, crown-bound, alpha-crown-bound"
-                );
-            }
-            methods
-                .into_iter()
-                .filter(|(name, _)| wanted.contains(name))
-                .collect()
-        }
-    };
-    println!(
-        "certified-training steps, Fashion-MNIST, batch {batch}, l_inf eps 0.1, {} ({} threads)",
-        crate::device::device_name(dev),
-        tch::get_num_threads()
-    );
-    for arch in archs {
-        let mut cfg = fashion_mlp_config();
-        cfg.model.arch = arch;
-        for (name, relaxed) in &methods {
-            // Every method starts from the same fresh network (seeded), as the peer script
-            // does: the exact bounds get cheaper as training stabilises neurons, so timing one
-            // method on a network the previous methods trained would flatter it.
-            let prep = train::prepare(&cfg, dev)?;
-            let mut opt = train::optimizer(&prep.net, &cfg)?;
-            let n = prep.data.train_len();
-            let exact = matches!(relaxed, Some(r) if r.inter == Intermediate::Exact);
-            let count = if arch == Arch::SmallConv && exact {
-                (steps / 10).max(2)
-            } else {
-                steps.max(1)
-            } as i64;
-            let perm = Tensor::randperm(n, (Kind::Int64, dev));
-            let bound_only = match *name {
-                "crown-bound" => Some(BoundMethod::Crown),
-                "alpha-crown-bound" => Some(BoundMethod::AlphaCrown),
-                _ => None,
-            };
-            let mut step = |b: i64| {
-                let idx = perm.narrow(0, (b * batch) % (n - batch), batch);
-                let x = prep.data.train_x.index_select(0, &idx);
-                let y = prep.data.train_y.index_select(0, &idx);
-                if let Some(method) = bound_only {
-                    let m = tch::no_grad(|| bounds::margin_lower(&prep.net, &x, &y, ball, method));
-                    let _ = m.sum(Kind::Float).double_value(&[]);
-                    return;
-                }
-                let m = match relaxed {
-                    None => bounds::margin_lower(&prep.net, &x, &y, ball, BoundMethod::Ibp),
-                    Some(r) => bounds::margin_lower_relaxed(&prep.net, &x, &y, ball, *r),
-                };
-                let loss =
-                    (-m).cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100, 0.0);
-                opt.zero_grad();
-                loss.backward();
-                let _ = loss.double_value(&[]);
-                opt.step();
-            };
-            step(0);
-            let t0 = Instant::now();
-            for b in 1..=count {
-                step(b);
-            }
-            let secs = t0.elapsed().as_secs_f64();
-            println!(
-                "certlab {:<10} {:<15} {:>9.0} samples/s ({count} steps in {secs:.2} s)",
-                arch.name(),
-                name,
-                (count * batch) as f64 / secs
-            );
-        }
-    }
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! verify`,
 //! one file per subcommand, each a clap `Args` struct with a `run` method.
 mod bench;
+mod bench_bounds;
 mod bounds;
 mod eval;
 mod gui;

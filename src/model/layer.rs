@@ -171,14 +171,18 @@ impl Layer {
                 in_features,
                 out_features,
             } => {
-                // The circulant vector like a dense row (`C x` has the variance of `W x`), the
-                // diagonal at 1: the layer starts as a circulant matrix.
+                // Araujo et al. 2019's scheme: `c_i ~ N(0, 2/n)`, `d_i` uniform on {-1, 1}
+                // (Rademacher), bias 0 (their `alpha' = 0`). The random signs make every
+                // output's density symmetric and the outputs uncorrelated, so the covariance
+                // after each ReLU layer stays `(2/n) ||x||^2 I` at any depth.
                 let n = *in_features.max(out_features);
-                let bound = 1.0 / (*in_features as f64).sqrt();
+                let signs = Tensor::f_randint(2, [n], (Kind::Float, p.device()))?
+                    .f_mul_scalar(2.0)?
+                    .f_sub_scalar(1.0)?;
                 Layer::Circulant {
-                    diag: p.f_ones("diag", &[n])?,
-                    circ: p.f_uniform("circ", &[n], -bound, bound)?,
-                    bias: p.f_uniform("bias", &[*out_features], -bound, bound)?,
+                    diag: p.f_var_copy("diag", &signs)?,
+                    circ: p.f_randn("circ", &[n], 0.0, (2.0 / n as f64).sqrt())?,
+                    bias: p.f_zeros("bias", &[*out_features])?,
                     in_features: *in_features,
                 }
             }

@@ -64,7 +64,7 @@ pub fn toy_view_ui(
             .show(ui, |_| {});
         return (None, r.transform);
     };
-    let tex = panel
+    let base = panel
         .textures
         .regions
         .get_or_insert_with(|| {
@@ -75,6 +75,8 @@ pub fn toy_view_ui(
             )
         })
         .id();
+    let tex = panel.smooth.regions_texture(ui.ctx(), map).unwrap_or(base);
+    let cloud = panel.smooth.drawing(panel.index);
     let statuses = panel.statuses.clone();
     let (eps, l2, largest) = (panel.eps, panel.norm == Norm::L2, panel.largest_balls);
     let selected = panel.index;
@@ -135,6 +137,9 @@ pub fn toy_view_ui(
                         .filled(false)
                         .radius(7.0),
                 );
+            }
+            if let Some(c) = &cloud {
+                c.draw(p);
             }
         });
     let clicked = r

@@ -10,6 +10,7 @@ pub mod lipschitz;
 pub mod log;
 pub mod overview;
 pub mod runs;
+pub mod smooth_overlay;
 pub mod smoothing;
 pub mod sweep;
 pub mod tightness;

@@ -75,7 +75,10 @@ pub fn toy_view_ui(
             )
         })
         .id();
-    let tex = panel.smooth.regions_texture(ui.ctx(), map).unwrap_or(base);
+    let (tex, regions_name) = match panel.smooth.regions_texture(ui.ctx(), map) {
+        Some(t) => (t, "smoothed decision regions"),
+        None => (base, "decision regions"),
+    };
     let cloud = panel.smooth.drawing(panel.index);
     let statuses = panel.statuses.clone();
     let (eps, l2, largest) = (panel.eps, panel.norm == Norm::L2, panel.largest_balls);
@@ -94,7 +97,7 @@ pub fn toy_view_ui(
         .legend(Legend::default().position(Corner::RightBottom))
         .show(ui, |p| {
             p.image(PlotImage::new(
-                "decision regions",
+                regions_name,
                 tex,
                 PlotPoint::new(0.5, 0.5),
                 [1.0, 1.0],

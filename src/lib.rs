@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod run;
+pub mod smooth_view;
 pub mod sweep;
 pub mod train;
 pub mod ui;

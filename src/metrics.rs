@@ -264,6 +264,26 @@ pub fn split_label(rec: &EvalRecord) -> &'static str {
     }
 }
 
+/// The `cross_norm` entries of a record as `(attack norm, eps, PGD accuracy)`: norms in the
+/// order `first_norm` then the others, each norm's radii in increasing order (the keys are
+/// decimal strings, so they are sorted as numbers, not as text).
+pub fn cross_norm_cells(rec: &EvalRecord, first_norm: &str) -> Vec<(String, f64, f64)> {
+    let mut out: Vec<(String, f64, f64)> = rec
+        .cross_norm
+        .iter()
+        .flat_map(|(norm, at)| {
+            at.iter()
+                .filter_map(move |(eps, acc)| Some((norm.clone(), eps.parse::<f64>().ok()?, *acc)))
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.0 != first_norm, &a.0)
+            .cmp(&(b.0 != first_norm, &b.0))
+            .then(a.1.total_cmp(&b.1))
+    });
+    out
+}
+
 /// Edges of the histogram of `p_t - m_t`: 0, then decades from 1e-6 to 1e4 (the last bin also
 /// holds everything above).
 pub fn gap_hist_edges() -> Vec<f64> {
@@ -348,5 +368,31 @@ mod tests {
         r.pgd_acc = Some(0.7);
         let back: EvalRecord = serde_json::from_str(&r.to_json_line()).unwrap();
         assert_eq!(back, r);
+    }
+
+    #[test]
+    fn cross_norm_cells_put_the_first_norm_first_and_sort_radii_as_numbers() {
+        let mut rec = EvalRecord::default();
+        let at = |v: &[(&str, f64)]| v.iter().map(|(k, a)| (k.to_string(), *a)).collect();
+        rec.cross_norm
+            .insert("linf".into(), at(&[("0.1", 0.5), ("0.05", 0.7)]));
+        rec.cross_norm
+            .insert("l2".into(), at(&[("10", 0.1), ("2", 0.3), ("x", 0.9)]));
+        let cells = cross_norm_cells(&rec, "linf");
+        let got: Vec<(&str, f64, f64)> =
+            cells.iter().map(|(n, e, a)| (n.as_str(), *e, *a)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("linf", 0.05, 0.7),
+                ("linf", 0.1, 0.5),
+                ("l2", 2.0, 0.3),
+                ("l2", 10.0, 0.1)
+            ]
+        );
+        assert_eq!(
+            cross_norm_cells(&rec, "l2")[0],
+            ("l2".to_string(), 2.0, 0.3)
+        );
     }
 }

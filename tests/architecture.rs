@@ -12,13 +12,13 @@ const LAYERS: &[&[&str]] = &[
     &["bounds", "attack", "lipschitz"],
     &["eval"],
     &["train"],
-    &["worker", "sweep", "inspector"],
+    &["worker", "sweep", "inspector", "smooth_view"],
     &["ui"],
     &["cli"],
 ];
 
 /// What the UI may import: plain data, run folders, the worker that runs the trainer and the
-/// inspector thread that runs the bound microscope.
+/// inspector thread that runs the bound microscope, the smoothing jobs of the 2-D view.
 const UI_MAY_USE: &[&str] = &[
     "protocol",
     "metrics",
@@ -27,6 +27,7 @@ const UI_MAY_USE: &[&str] = &[
     "worker",
     "inspector",
     "sweep",
+    "smooth_view",
 ];
 
 const MAX_FILE_LINES: usize = 800;

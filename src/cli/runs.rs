@@ -43,11 +43,18 @@ impl RunsArgs {
                     // that stands for the run (the final test one when there is one).
                     let epoch = metrics::last_epoch(&r.metrics);
                     let last = metrics::reported(&r.metrics);
+                    // Then `eval.cross_norm`'s PGD accuracies, the trained-for norm first.
+                    let trained = r.config.train.norm.name();
                     let cert = last
                         .map(|m| {
                             m.cert_acc
                                 .iter()
                                 .map(|(k, v)| format!("{k}={v:.4}"))
+                                .chain(
+                                    metrics::cross_norm_cells(m, trained)
+                                        .into_iter()
+                                        .map(|(n, e, a)| format!("pgd_{n}@{e}={a:.4}")),
+                                )
                                 .collect::<Vec<_>>()
                                 .join(" ")
                         })

@@ -119,4 +119,47 @@ mod tests {
             assert!(err < 1e-4, "{err}");
         }
     }
+
+    #[test]
+    fn init_follows_the_paper_rademacher_diagonal_gaussian_circulant_zero_bias() {
+        tch::manual_seed(7);
+        let cfg = ModelConfig {
+            arch: Arch::Circulant,
+            hidden: vec![400, 400],
+            normalize: false,
+        };
+        let net = Network::from_config(&cfg, &[1, 28, 28], 10, None, Device::Cpu).unwrap();
+        let mut layers = 0;
+        for l in &net.layers {
+            let Layer::Circulant {
+                diag, circ, bias, ..
+            } = l
+            else {
+                continue;
+            };
+            layers += 1;
+            let n = diag.size()[0] as f64;
+            let d = Vec::<f64>::try_from(diag.to_kind(Kind::Double)).unwrap();
+            assert!(d.iter().all(|v| *v == 1.0 || *v == -1.0), "{d:?}");
+            // Half +1: the count of +1 is Binomial(n, 1/2); 4 standard deviations.
+            let plus = d.iter().filter(|v| **v > 0.0).count() as f64;
+            assert!(
+                (plus - n / 2.0).abs() < 4.0 * (n / 4.0).sqrt(),
+                "{plus} of {n}"
+            );
+            // c_i ~ N(0, 2/n): the sample variance within 4 standard errors (var of s^2 is
+            // 2 sigma^4 / n for a Gaussian), and mean near 0.
+            let c = Vec::<f64>::try_from(circ.to_kind(Kind::Double)).unwrap();
+            let var = c.iter().map(|v| v * v).sum::<f64>() / n;
+            let want = 2.0 / n;
+            assert!(
+                (var - want).abs() < 4.0 * want * (2.0 / n).sqrt(),
+                "{var} vs {want}"
+            );
+            let mean = c.iter().sum::<f64>() / n;
+            assert!(mean.abs() < 4.0 * (want / n).sqrt(), "{mean}");
+            assert_eq!(bias.abs().sum(Kind::Double).double_value(&[]), 0.0);
+        }
+        assert_eq!(layers, 3);
+    }
 }

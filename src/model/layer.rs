@@ -80,9 +80,27 @@ pub enum Layer {
     },
 }
 
+/// A diagonal-circulant layer initialised as Araujo et al. 2019 do: `c_i ~ N(0, 2/n)`, `d_i`
+/// uniform on {-1, 1} (Rademacher), bias 0 (their `alpha' = 0`). The random signs make every
+/// output's density symmetric and the outputs uncorrelated, so the covariance after each ReLU
+/// layer stays `(2/n) ||x||^2 I` at any depth.
+fn circulant_layer(p: &nn::Path, in_features: i64, out_features: i64) -> Result<Layer, TchError> {
+    let n = in_features.max(out_features);
+    let signs = Tensor::f_randint(2, [n], (Kind::Float, p.device()))?
+        .f_mul_scalar(2.0)?
+        .f_sub_scalar(1.0)?;
+    Ok(Layer::Circulant {
+        diag: p.f_var_copy("diag", &signs)?,
+        circ: p.f_randn("circ", &[n], 0.0, (2.0 / n as f64).sqrt())?,
+        bias: p.f_zeros("bias", &[out_features])?,
+        in_features,
+    })
+}
+
 impl Layer {
     /// Creates the variables of one layer under `p` (`layers.{i}`) with PyTorch's default
-    /// initialisation (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases);
+    /// initialisation (`U(-1/sqrt(fan_in), 1/sqrt(fan_in))` for weights and biases; the
+    /// diagonal-circulant layer follows its paper, see [`circulant_layer`]);
     /// `input_shape` is the network's input, which shapes a Normalize layer's statistics.
     /// Fails when libtorch cannot allocate the weights (a width too big for the device).
     pub fn new(spec: &LayerSpec, p: &nn::Path, input_shape: &[i64]) -> Result<Layer, TchError> {
@@ -170,18 +188,7 @@ impl Layer {
             LayerSpec::Circulant {
                 in_features,
                 out_features,
-            } => {
-                // The circulant vector like a dense row (`C x` has the variance of `W x`), the
-                // diagonal at 1: the layer starts as a circulant matrix.
-                let n = *in_features.max(out_features);
-                let bound = 1.0 / (*in_features as f64).sqrt();
-                Layer::Circulant {
-                    diag: p.f_ones("diag", &[n])?,
-                    circ: p.f_uniform("circ", &[n], -bound, bound)?,
-                    bias: p.f_uniform("bias", &[*out_features], -bound, bound)?,
-                    in_features: *in_features,
-                }
-            }
+            } => circulant_layer(p, *in_features, *out_features)?,
             LayerSpec::Relu => Layer::Relu,
             LayerSpec::Flatten => Layer::Flatten,
             LayerSpec::Normalize { mean, std } => {

@@ -50,7 +50,7 @@ impl App {
             return false;
         }
         insp.layer = shot.layer;
-        !insp.busy() && insp.point.is_some() && insp.radii.is_some()
+        !insp.busy() && !insp.smooth.busy() && insp.point.is_some() && insp.radii.is_some()
     }
 
     /// One step of `make screenshots`.

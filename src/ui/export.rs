@@ -1,4 +1,5 @@
 //! What the window writes into `<runs>/exports/`: the table of runs as CSV, plots as PNG.
+use super::panels::cross_norm::{cross_record, heat_map};
 use super::panels::designer::method_label;
 use super::plots::short_number;
 use super::series::{cert_methods, RunSeries};
@@ -97,6 +98,11 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
     for k in &lip_keys {
         out.push_str(&format!(",lipschitz_{k}"));
     }
+    // `eval.cross_norm`: PGD accuracy per attack norm and radius (`cross_linf_0.05`).
+    let cross_keys = heat_map(runs).columns;
+    for (norm, eps) in &cross_keys {
+        out.push_str(&format!(",cross_{norm}_{eps}"));
+    }
     out.push_str(",r1_mean,r2_mean,frac_exact\n");
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
     for r in runs {
@@ -142,6 +148,15 @@ pub fn runs_csv(runs: &[&RunSeries]) -> String {
         for k in &lip_keys {
             out.push(',');
             out.push_str(&opt(last.and_then(|x| x.lipschitz.get(k).copied())));
+        }
+        let cross = cross_record(r).map(|x| metrics::cross_norm_cells(x, ""));
+        for (norm, eps) in &cross_keys {
+            out.push(',');
+            out.push_str(&opt(cross.as_ref().and_then(|c| {
+                c.iter()
+                    .find(|(n, e, _)| n == norm && e == eps)
+                    .map(|c| c.2)
+            })));
         }
         let gap = last.and_then(|x| x.gap.as_ref());
         out.push_str(&format!(

@@ -9,7 +9,7 @@ use egui_plot::{
 };
 
 /// Colours of the two (or more) classes' regions and points.
-fn class_color(c: usize) -> Color32 {
+pub fn class_color(c: usize) -> Color32 {
     [PALETTE[0], PALETTE[6], PALETTE[2], PALETTE[4], PALETTE[5]][c % 5]
 }
 

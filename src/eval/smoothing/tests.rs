@@ -323,3 +323,38 @@ fn eval_balls_convert_to_the_noise_norm() {
     assert!((c.abstain - 1.0 / 3.0).abs() < 1e-12);
     assert!(c.cert_acc.windows(2).all(|w| w[0] >= w[1]));
 }
+
+#[test]
+fn l1_radii_are_exact_for_a_threshold_in_one_dimension() {
+    // f(x) = [x > x0 - r] at x0: the half-line is the worst case of both l_1 certificates, so
+    // the radius from the exact p_A = P(delta > -r) is r itself. p_A from each noise's CDF
+    // (Laplace of scale lambda = sigma / sqrt 2, uniform on [-lambda, lambda] with
+    // lambda = sigma sqrt 3), and from draws of the sampler (which ties the sampler's
+    // parameterisation to the radius formula).
+    let sigma: f64 = 0.5;
+    tch::manual_seed(8);
+    let draws = 200_000;
+    for noise in [Noise::Laplace, Noise::Uniform] {
+        let probe = Probe { noise, sigma };
+        let delta = noise_like(&Tensor::zeros([draws, 1], F32), noise, sigma);
+        for r in [0.05, 0.2, 0.4] {
+            let (p, slope) = match noise {
+                Noise::Laplace => {
+                    let lambda = sigma / 2f64.sqrt();
+                    let p = 1.0 - 0.5 * (-r / lambda).exp();
+                    (p, lambda / (1.0 - p))
+                }
+                _ => {
+                    let lambda = sigma * 3f64.sqrt();
+                    ((lambda + r) / (2.0 * lambda), 2.0 * lambda)
+                }
+            };
+            assert!((probe.radius(p) - r).abs() < 1e-12, "{noise:?} {r}");
+            let sampled = delta.gt(-r).to_kind(Kind::Double).mean(Kind::Double);
+            let p_hat = sampled.double_value(&[]);
+            let tol = 5.0 * slope * (p * (1.0 - p) / draws as f64).sqrt();
+            let got = probe.radius(p_hat);
+            assert!((got - r).abs() < tol, "{noise:?} r {r}: {got} (tol {tol})");
+        }
+    }
+}

@@ -51,7 +51,12 @@ impl DecisionPanel {
                 );
             }
         });
-        ui.label(RichText::new("Click a test point to inspect its bounds layer by layer.").small());
+        let hint = if crate::smooth_view::SmoothSettings::of(&live.series.config).is_empty() {
+            "Click a test point to inspect its bounds layer by layer."
+        } else {
+            "Click a test point to inspect its bounds layer by layer; the Inspector's 2-D view also draws the smoothed classifier's regions and the point's noise cloud with its certified radius."
+        };
+        ui.label(RichText::new(hint).small());
         let h = ui.available_height() - 10.0;
         let Some(r) = toy::decision_ui(ui, map, &mut self.texture, h.max(200.0)) else {
             return Vec::new();

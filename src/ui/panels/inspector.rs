@@ -97,6 +97,8 @@ pub struct InspectorPanel {
     pub last_secs: Option<f64>,
     /// The 2-D view's last plot transform (where each point is on screen).
     pub plot_transform: Option<egui_plot::PlotTransform>,
+    /// Smoothed regions and the selected point's noise cloud (models with smoothing).
+    pub smooth: super::smooth_overlay::SmoothOverlay,
 }
 
 impl Default for InspectorPanel {
@@ -126,6 +128,7 @@ impl Default for InspectorPanel {
             busy_since: None,
             last_secs: None,
             plot_transform: None,
+            smooth: Default::default(),
         }
     }
 }
@@ -551,6 +554,9 @@ impl InspectorPanel {
     fn point_ui(&mut self, ui: &mut Ui, subject: &Subject, height: f32) {
         let ctx = ui.ctx().clone();
         let clicked = if subject.is_2d() {
+            if let Some(dir) = self.source.clone() {
+                self.smooth.controls_ui(ui, &dir, self.index);
+            }
             let r = views::toy_view_ui(ui, self, subject, (height * 0.55).max(220.0));
             self.plot_transform = Some(r.1);
             r.0

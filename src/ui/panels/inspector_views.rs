@@ -64,7 +64,7 @@ pub fn toy_view_ui(
             .show(ui, |_| {});
         return (None, r.transform);
     };
-    let tex = panel
+    let base = panel
         .textures
         .regions
         .get_or_insert_with(|| {
@@ -75,6 +75,11 @@ pub fn toy_view_ui(
             )
         })
         .id();
+    let (tex, regions_name) = match panel.smooth.regions_texture(ui.ctx(), map) {
+        Some(t) => (t, "smoothed decision regions"),
+        None => (base, "decision regions"),
+    };
+    let cloud = panel.smooth.drawing(panel.index);
     let statuses = panel.statuses.clone();
     let (eps, l2, largest) = (panel.eps, panel.norm == Norm::L2, panel.largest_balls);
     let selected = panel.index;
@@ -92,7 +97,7 @@ pub fn toy_view_ui(
         .legend(Legend::default().position(Corner::RightBottom))
         .show(ui, |p| {
             p.image(PlotImage::new(
-                "decision regions",
+                regions_name,
                 tex,
                 PlotPoint::new(0.5, 0.5),
                 [1.0, 1.0],
@@ -135,6 +140,9 @@ pub fn toy_view_ui(
                         .filled(false)
                         .radius(7.0),
                 );
+            }
+            if let Some(c) = &cloud {
+                c.draw(p);
             }
         });
     let clicked = r

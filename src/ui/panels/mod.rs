@@ -1,6 +1,7 @@
 //! The panels of the window, one struct each. A panel owns its own view state (a checkbox,
 //! the bound an overlay compares, a texture), draws from the runs it is handed, and returns
 //! the [`Action`]s it asks for; the app applies them after the frame, in one place.
+pub mod cross_norm;
 pub mod decision;
 pub mod designer;
 pub mod inspector;
@@ -9,6 +10,7 @@ pub mod lipschitz;
 pub mod log;
 pub mod overview;
 pub mod runs;
+pub mod smooth_overlay;
 pub mod smoothing;
 pub mod sweep;
 pub mod tightness;

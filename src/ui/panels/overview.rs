@@ -1,5 +1,6 @@
 //! The "Accuracy & loss" tab: clean, PGD, verified and certified accuracy over epochs, which
 //! stage decided the verified points, and the loss.
+use super::cross_norm::{cross_norm_ui, heat_map};
 use super::{titled, Action};
 use crate::config::BoundMethod;
 use crate::ui::plots::{CurvePlot, YAxis};
@@ -18,7 +19,14 @@ impl OverviewPanel {
         let mut actions = Vec::new();
         let h = ui.available_height();
         let acc_h = (h * 0.55 - 30.0).max(120.0);
-        let loss_h = (h - acc_h - 70.0).max(100.0);
+        // The cross-norm heat map (runs with `eval.cross_norm`) takes its rows from the loss plot.
+        let heat_rows = heat_map(runs).rows.len();
+        let heat_h = if heat_rows > 0 {
+            60.0 + 26.0 * heat_rows as f32
+        } else {
+            0.0
+        };
+        let loss_h = (h - acc_h - heat_h - 70.0).max(100.0);
         // Overlaid runs: clean, PGD and one bound's certified accuracy each, or it is a thicket.
         let several = runs.len() > 1;
         let bounds = cert_methods(runs.iter().copied());
@@ -51,6 +59,7 @@ impl OverviewPanel {
                 response
             },
         );
+        cross_norm_ui(ui, runs, &mut actions);
         titled(ui, "Loss", "loss", &mut actions, |ui| {
             let keep = |m: &Metric| {
                 matches!(

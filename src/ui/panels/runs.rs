@@ -1,5 +1,6 @@
 //! The "Runs" tab: the run browser. Every run of the runs folder (and the live one) with its
 //! final numbers; ticked runs are overlaid on every plot.
+use super::cross_norm::{cross_cell, cross_hover};
 use super::{Action, ERROR_COLOR};
 use crate::ui::export::{pct, summary_row};
 use crate::ui::library::Library;
@@ -83,11 +84,15 @@ impl RunsPanel {
         }
         ui.separator();
         let cert_keys = cert_methods(library.all(live.as_deref()));
+        // The cross-norm column only when a run has `eval.cross_norm` numbers.
+        let cross = library
+            .all(live.as_deref())
+            .any(|r| cross_cell(r).is_some());
         let rows = live.into_iter().chain(library.runs.iter_mut());
         egui::ScrollArea::both().show(ui, |ui| {
             egui::Grid::new("runs-table")
                 .striped(true)
-                .num_columns(COLUMNS.len() + cert_keys.len())
+                .num_columns(COLUMNS.len() + cert_keys.len() + usize::from(cross))
                 .show(ui, |ui| {
                     for h in COLUMNS {
                         ui.label(RichText::new(h).strong());
@@ -95,9 +100,13 @@ impl RunsPanel {
                     for k in &cert_keys {
                         ui.label(RichText::new(format!("cert {k}")).strong());
                     }
+                    if cross {
+                        ui.label(RichText::new("cross-norm PGD").strong())
+                            .on_hover_text("PGD accuracy under each attack norm at its smallest radius, the trained-for norm first (eval.cross_norm)");
+                    }
                     ui.end_row();
                     for run in rows {
-                        row_ui(ui, run, &cert_keys);
+                        row_ui(ui, run, &cert_keys, cross);
                     }
                 });
         });
@@ -106,7 +115,7 @@ impl RunsPanel {
 }
 
 /// One run's row: its overlay tick (in its colour) and its final numbers.
-fn row_ui(ui: &mut Ui, run: &mut RunSeries, cert_keys: &[String]) {
+fn row_ui(ui: &mut Ui, run: &mut RunSeries, cert_keys: &[String], cross: bool) {
     let name = RichText::new(run.name.clone()).color(run.color).strong();
     let folder = run
         .dir
@@ -125,6 +134,12 @@ fn row_ui(ui: &mut Ui, run: &mut RunSeries, cert_keys: &[String]) {
                 .find(|(m, _)| m == k)
                 .map_or("–".into(), |(_, v)| pct(*v)),
         );
+    }
+    if cross {
+        match cross_cell(run) {
+            Some(cell) => ui.label(cell).on_hover_text(cross_hover(run)),
+            None => ui.label("–"),
+        };
     }
     ui.end_row();
 }

@@ -4,12 +4,13 @@
 #
 #   scripts/small_conv_table.sh [OUT]      # OUT: where the sweep folder goes (default runs/sweeps)
 #   env: CERTLAB (the binary, default target/release/certlab), TIMEOUT_S (verify's budget per
-#        point, default 1), TABLE_ONLY=1 (print the table from what is there; run nothing)
+#        point, default 10; the cascade's batched stages count against it, so at 1 s branch
+#        and bound hardly runs), TABLE_ONLY=1 (print the table from what is there; run nothing)
 #
 # 1. `certlab sweep sweeps/small-conv-methods.toml` (30 runs, one at a time, one torch thread;
 #    finished runs are skipped, so the script resumes).
-# 2. One `certlab verify --n 200 --json` per finished run, into RUN/verify.json (skipped when it
-#    is there), seeds 0 of every setting first, so a partial pass still covers every row.
+# 2. One `certlab verify --n 200 --json` per finished run, into RUN/verify-t<TIMEOUT_S>.json
+#    (skipped when it is there), seeds 0 of every setting first, so a partial pass still covers every row.
 #    Its cascade (clean, PGD, IBP, CROWN, alpha-CROWN, branch and bound; each bound stage on
 #    every point still open, in that order, see src/eval/verify/mod.rs) gives, from one pass,
 #    the points certified by IBP, by IBP or CROWN, by IBP, CROWN or alpha-CROWN, and verified.
@@ -20,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CERTLAB=${CERTLAB:-target/release/certlab}
 OUT=${1:-runs/sweeps}
-TIMEOUT_S=${TIMEOUT_S:-1}
+TIMEOUT_S=${TIMEOUT_S:-10}
 N=200
 SWEEP=sweeps/small-conv-methods.toml
 DIR="$OUT/small-conv-methods"
@@ -29,15 +30,15 @@ if [ "${TABLE_ONLY:-0}" != 1 ]; then
     "$CERTLAB" sweep "$SWEEP" --out "$OUT" --jobs 1 --threads 1
     for seed in 0 1 2; do
         for run in "$DIR"/p*-s"$seed"; do
-            [ -s "$run/verify.json" ] && continue
+            [ -s "$run/verify-t$TIMEOUT_S.json" ] && continue
             grep -q '"completed"' "$run/summary.json" 2>/dev/null || continue
             echo "verify $run (timeout $TIMEOUT_S s per point, $N points)" >&2
             start=$(date +%s.%N)
             OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$CERTLAB" verify "$run" --eps 0.1 --n "$N" \
-                --timeout-s "$TIMEOUT_S" --json >"$run/verify.json.part"
+                --timeout-s "$TIMEOUT_S" --json >"$run/verify-t$TIMEOUT_S.json.part"
             end=$(date +%s.%N)
-            mv "$run/verify.json.part" "$run/verify.json"
-            echo "$start $end" | awk '{printf "%.1f\n", $2 - $1}' >"$run/verify_wall_s"
+            mv "$run/verify-t$TIMEOUT_S.json.part" "$run/verify-t$TIMEOUT_S.json"
+            echo "$start $end" | awk '{printf "%.1f\n", $2 - $1}' >"$run/verify-t${TIMEOUT_S}_wall_s"
         done
     done
     # CROWN alone (not after IBP), for the column "CROWN only": `certlab eval` on the same points.
@@ -55,11 +56,11 @@ if [ "${TABLE_ONLY:-0}" != 1 ]; then
     fi
 fi
 
-python3 - "$DIR" <<'EOF'
+python3 - "$DIR" "$TIMEOUT_S" <<'EOF'
 import json, math, os, sys
 from collections import OrderedDict
 
-d = sys.argv[1]
+d, tag = sys.argv[1], "verify-t" + sys.argv[2]
 points = [json.loads(l) for l in open(os.path.join(d, "points.jsonl"))]
 groups = OrderedDict()
 for p in points:
@@ -91,7 +92,7 @@ def row_of(p):
     except (OSError, ValueError, KeyError):
         pass
     try:
-        v = json.load(open(os.path.join(run, "verify.json")))
+        v = json.load(open(os.path.join(run, tag + ".json")))
     except (OSError, ValueError):
         return r
     n = len(v["points"])
@@ -110,7 +111,7 @@ def row_of(p):
     # The run's own IBP (float32, on the same 200 points) against the cascade's (float64).
     r["ibp_diff"] = None if r["ibp_eval"] is None else round((r["ibp_eval"] - r["ibp"]) * n)
     try:
-        r["verify_s"] = float(open(os.path.join(run, "verify_wall_s")).read())
+        r["verify_s"] = float(open(os.path.join(run, tag + "_wall_s")).read())
     except (OSError, ValueError):
         pass
     return r
@@ -145,4 +146,44 @@ print("1 - falsified / 200 (the true robust accuracy lies in [verified, upper]).
 print("left unknown / timed out, summed over the seeds; bab+ / bab-: points branch and bound")
 print("verified / falsified. train_s / verify_s: mean wall seconds per run (one torch thread).")
 print(f"verify timeout per point: {sorted(timeout_s)} s")
+
+# What is beyond seed noise: Welch's t on the seeds (the 200 points are the same for every run,
+# so the spread is the seeds' alone), two-sided 5%, for the IBP initialisation against the
+# default within each method, and each method against IBP training with the same init.
+T95 = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23]
+def welch(a, b):
+    a, b = [x for x in a if x is not None], [x for x in b if x is not None]
+    if len(a) < 2 or len(b) < 2:
+        return None
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) / len(a)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) / len(b)
+    if va + vb == 0:
+        return (ma - mb, math.inf if ma != mb else 0.0, True)
+    t = (ma - mb) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1) if va else 0) + (vb ** 2 / (len(b) - 1) if vb else 0))
+    return (ma - mb, t, abs(t) > T95[min(len(T95), max(1, int(df))) - 1])
+rows_of = {k: [row_of(p) for p in ps] for k, ps in groups.items()}
+rows_of = {k: [r for r in v if r is not None] for k, v in rows_of.items()}
+pairs = []
+keys = list(rows_of)
+for k in keys:
+    if k[1] == "ibp+shi":
+        pairs += [(k, (k[0], "default", 0.0))]
+for k in keys:
+    if k[0] != "ibp":
+        pairs += [(k, ("ibp", k[1], k[2]))]
+print()
+print("Differences beyond seed noise (Welch's t, two-sided 5%; everything else is within noise):")
+found = False
+for a, b in pairs:
+    if a not in rows_of or b not in rows_of:
+        continue
+    for k, h in cols:
+        w = welch([r.get(k) for r in rows_of[a]], [r.get(k) for r in rows_of[b]])
+        if w and w[2]:
+            found = True
+            print(f"  {h:>11}: {a[0]} {a[1]} - {b[0]} {b[1]} = {100*w[0]:+5.1f} points (t = {w[1]:.1f})")
+if not found:
+    print("  none")
 EOF

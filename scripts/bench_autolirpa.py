@@ -50,6 +50,7 @@ def small():
 def bench(arch, make, method, batches, batch=256, eps=0.1, warm=3):
     torch.manual_seed(0)
     net = make()
+    label = method
     bound_only = method.endswith("-bound")
     method = method.removesuffix("-bound")
     opts = {"optimize_bound_args": {"iteration": 20, "lr_alpha": 0.1, "lr_decay": 0.98}}
@@ -86,7 +87,7 @@ def bench(arch, make, method, batches, batch=256, eps=0.1, warm=3):
     for b in range(warm, warm + batches):
         step(b)
     secs = time.time() - t0
-    print(f"auto_LiRPA {arch:<10} {method:<10} batch {batch}: {batches * batch / secs:8.0f} samples/s "
+    print(f"auto_LiRPA {arch:<10} {label:<21} batch {batch}: {batches * batch / secs:8.0f} samples/s "
           f"({batches} steps in {secs:.2f} s, {torch.get_num_threads()} threads)", flush=True)
 
 

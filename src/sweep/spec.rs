@@ -266,8 +266,15 @@ impl SweepSpec {
         // filled in) says which dotted keys exist.
         let base = ExperimentConfig::from_toml_str(base_text, base_origin)
             .map_err(|e| SweepError::Base(e.to_string()))?;
+        // Keys a preset may leave out (absent means "the default") are settable too: the
+        // probe fills them in so that they appear in the full form.
+        let mut probe = base.clone();
+        probe.dataset.val_size.get_or_insert(0);
+        if probe.eval.smoothing.is_off() {
+            probe.eval.smoothing.sigma = vec![0.25];
+        }
         let full: toml::Table =
-            toml::from_str(&base.to_toml_string()).map_err(|e| SweepError::Base(e.to_string()))?;
+            toml::from_str(&probe.to_toml_string()).map_err(|e| SweepError::Base(e.to_string()))?;
         let base_table: toml::Table =
             toml::from_str(base_text).map_err(|e| SweepError::Base(e.to_string()))?;
         let mut points = Vec::new();
@@ -583,6 +590,25 @@ scale = "log"
         let s = spec("name = \"u\"\nbase = \"b\"\n[[axis]]\nkey = \"train\"\nvalues = [1]\n");
         let e = s.expand_from(BASE, "b").unwrap_err().to_string();
         assert!(e.contains("section"), "{e}");
+    }
+
+    #[test]
+    fn keys_a_preset_may_leave_out_can_be_swept() {
+        // `dataset.val_size` and `eval.smoothing` are absent from a preset's full form when
+        // they hold their default; a sweep still sets them (and a typo there is still caught).
+        let s = spec(
+            "name = \"v\"\nbase = \"b\"\n[[axis]]\nkey = \"dataset.val_size\"\nvalues = [0, 300]\n[set]\n\"eval.smoothing.sigma\" = [0.5]\n\"eval.smoothing.n\" = 500\n",
+        );
+        let pts = s.expand_from(BASE, "b").unwrap();
+        assert_eq!(pts[0].config.dataset.val_size, Some(0));
+        assert_eq!(pts[1].config.dataset.val_size, Some(300));
+        assert_eq!(pts[1].config.eval.smoothing.sigma, vec![0.5]);
+        assert_eq!(pts[1].config.eval.smoothing.n, 500);
+        let s = spec(
+            "name = \"v\"\nbase = \"b\"\n[[axis]]\nkey = \"dataset.val_sise\"\nvalues = [1]\n",
+        );
+        let e = s.expand_from(BASE, "b").unwrap_err().to_string();
+        assert!(e.contains("val_size"), "lists the optional key: {e}");
     }
 
     #[test]

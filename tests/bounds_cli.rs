@@ -1,11 +1,9 @@
 //! Certified training through the real binary, its gap statistics in metrics.jsonl, and
 //! `certlab bounds`.
 use std::path::Path;
-use std::process::Command;
 
-fn certlab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_certlab"))
-}
+mod common;
+use common::certlab;
 
 const PRESET: &str = r#"
 name = "moons-crown-ibp-r2"
@@ -35,17 +33,7 @@ robust_subset = 100
 "#;
 
 fn train(dir: &Path) -> std::path::PathBuf {
-    let preset = dir.join("p.toml");
-    std::fs::write(&preset, PRESET).unwrap();
-    let out = dir.join("run");
-    let o = certlab()
-        .arg("run")
-        .arg(&preset)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (out, o) = common::train_run(dir, PRESET);
     assert!(
         !String::from_utf8_lossy(&o.stderr).contains("soundness violation"),
         "{}",

@@ -2,8 +2,11 @@
 //! issue 16, every method's interval containing the empirical range, each certified radius at
 //! most the PGD radius, and errors that name the bad flag.
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
+
+mod common;
+use common::certlab;
 
 const PRESET: &str = r#"
 name = "moons-inspect"
@@ -32,23 +35,8 @@ robust_subset = 50
 
 const METHODS: [&str; 4] = ["ibp", "crown-ibp", "fastlin", "crown"];
 
-fn certlab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_certlab"))
-}
-
-fn train(dir: &Path) -> PathBuf {
-    let preset = dir.join("p.toml");
-    std::fs::write(&preset, PRESET).unwrap();
-    let out = dir.join("run");
-    let o = certlab()
-        .arg("run")
-        .arg(&preset)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
+fn train(dir: &Path) -> std::path::PathBuf {
+    common::train(dir, PRESET)
 }
 
 fn inspect(run: &Path, args: &[&str]) -> Output {

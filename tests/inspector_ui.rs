@@ -11,9 +11,10 @@ use certlab::worker::WorkerHandle;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use egui_plot::PlotPoint;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+mod common;
 
 const PRESET: &str = r#"
 name = "moons-inspector"
@@ -35,19 +36,8 @@ lr = 0.01
 eps = [0.05]
 "#;
 
-fn train(dir: &Path) -> PathBuf {
-    let preset = dir.join("p.toml");
-    std::fs::write(&preset, PRESET).unwrap();
-    let out = dir.join("run");
-    let o = Command::new(env!("CARGO_BIN_EXE_certlab"))
-        .arg("run")
-        .arg(&preset)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
+fn train(dir: &Path) -> std::path::PathBuf {
+    common::train(dir, PRESET)
 }
 
 fn step_until(h: &mut Harness<'static, App>, secs: u64, done: impl Fn(&App) -> bool) -> bool {

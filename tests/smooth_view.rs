@@ -16,15 +16,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_certlab");
 const SIGMA: f64 = 0.12;
 
 fn train(dir: &Path) -> PathBuf {
-    let preset = dir.join("p.toml");
-    std::fs::write(
-        &preset,
-        format!(
-            r#"name = "moons-smooth"
+    let preset = format!(
+        r#"name = "moons-smooth"
 seed = 4
 device = "cpu"
 [dataset]
@@ -49,19 +48,8 @@ n = 2000
 batch = 500
 points = 4
 "#
-        ),
-    )
-    .unwrap();
-    let out = dir.join("run");
-    let o = Command::new(BIN)
-        .arg("run")
-        .arg(&preset)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
+    );
+    common::train(dir, &preset)
 }
 
 /// `certlab smooth RUN --points 1 --json` with the run's settings and `seed`.

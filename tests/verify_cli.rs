@@ -2,11 +2,9 @@
 //! with the bounds and PGD of the same evaluation, and `certlab verify --json`'s shape.
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
-fn certlab() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_certlab"))
-}
+mod common;
+use common::certlab;
 
 const PRESET: &str = r#"
 name = "moons-verify"
@@ -38,18 +36,7 @@ points = 60
 "#;
 
 fn train(dir: &Path) -> std::path::PathBuf {
-    let preset = dir.join("p.toml");
-    std::fs::write(&preset, PRESET).unwrap();
-    let out = dir.join("run");
-    let o = certlab()
-        .arg("run")
-        .arg(&preset)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
+    common::train(dir, PRESET)
 }
 
 fn keys(v: &serde_json::Value) -> BTreeSet<String> {

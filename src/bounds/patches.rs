@@ -240,13 +240,7 @@ impl Relaxer<'_> {
                         unreachable!("every ReLU has its lines before a backward pass")
                     };
                     let c = map[0];
-                    let lower_slope = match slopes.and_then(|s| s[i].as_ref()) {
-                        // Stable neurons keep their slope (0 or 1); unstable ones take alpha.
-                        Some(alpha) => {
-                            &lines.lower_slope * (1.0 - &lines.unstable) + &lines.unstable * alpha
-                        }
-                        None => lines.lower_slope.shallow_clone(),
-                    };
+                    let lower_slope = lines.lower_slope_with(slopes.and_then(|s| s[i].as_ref()));
                     // One gather for the three maps.
                     let maps =
                         Tensor::cat(&[&lower_slope, &lines.upper_slope, &lines.upper_icpt], 2)

@@ -46,6 +46,18 @@ impl ReluLines {
     }
 }
 
+impl ReluLines {
+    /// The lower-line slopes with alpha-CROWN's `alpha` (`[B or 1, S or 1, ..]`) in place of
+    /// the relaxation's choice: stable neurons keep their slope (0 or 1), unstable ones take
+    /// alpha.
+    pub(super) fn lower_slope_with(&self, alpha: Option<&Tensor>) -> Tensor {
+        match alpha {
+            Some(alpha) => &self.lower_slope * (1.0 - &self.unstable) + &self.unstable * alpha,
+            None => self.lower_slope.shallow_clone(),
+        }
+    }
+}
+
 /// What the backward pass of a specification chose at one ReLU layer: which unstable neurons
 /// it bounded with the lower line and which with the upper line, per example and row.
 pub(super) struct ReluTrace {
@@ -228,13 +240,7 @@ impl<'a> Relaxer<'a> {
                     if let Some(c) = costs.as_deref_mut() {
                         c.push((i, -(&neg * &lines.upper_icpt)));
                     }
-                    let lower_slope = match slopes.and_then(|s| s[i].as_ref()) {
-                        // Stable neurons keep their slope (0 or 1); unstable ones take alpha.
-                        Some(alpha) => {
-                            &lines.lower_slope * (1.0 - &lines.unstable) + &lines.unstable * alpha
-                        }
-                        None => lines.lower_slope.shallow_clone(),
-                    };
+                    let lower_slope = lines.lower_slope_with(slopes.and_then(|s| s[i].as_ref()));
                     lambda = pos * lower_slope + neg * &lines.upper_slope;
                 }
                 l => unsupported(l),

@@ -79,4 +79,68 @@ big "$BIN" gui --runs-dir "$work/none" --size 1450x1300 --inspect "$work/fm-insp
   --inspect-index 6 --inspect-eps 0.03 --inspect-layer 1 --shot inspector="$OUT/inspector-fmnist.png"
 big "$BIN" gui --runs-dir "$work/none" --size 1450x1300 --inspect "$runs/moons-crown-ibp" \
   --inspect-index 5 --inspect-eps 0.08 --inspect-layer 1 --shot inspector="$OUT/inspector-2d.png"
+
+echo "the l_inf vs l_2 heat map: PGD l_inf and PGD l_2 training on two moons, each attacked under both norms"
+cross="$work/cross-runs"
+for norm in linf l2; do
+  cat > "$work/pgd-$norm.toml" <<TOML
+name = "pgd-$norm"
+seed = 1
+device = "cpu"
+[dataset]
+kind = "moons"
+[model]
+hidden = [64, 64]
+[train]
+method = "pgd"
+norm = "$norm"
+eps = 0.1
+epochs = 30
+warmup_epochs = 3
+ramp_epochs = 10
+pgd_steps = 7
+[optimizer]
+lr = 0.005
+[eval]
+eps = [0.05, 0.1]
+norm = "linf"
+bounds = ["ibp", "crown"]
+pgd_steps = 10
+robust_subset = 400
+cross_norm = true
+cross_eps = [0.07, 0.14]
+TOML
+  "$BIN" run "$work/pgd-$norm.toml" --out "$cross/pgd-$norm" --device cpu >/dev/null 2>"$work/pgd-$norm.log" \
+    || { cat "$work/pgd-$norm.log"; exit 1; }
+done
+xrun "$BIN" gui --runs-dir "$cross" --size 1400x900 --overlay-all --shot overview="$OUT/cross-norm.png"
+
+echo "randomized smoothing in the 2-D view: a Gaussian-trained run's smoothed regions, a point's noise cloud and certified radius"
+cat > "$work/gaussian.toml" <<'TOML'
+name = "moons-gaussian"
+seed = 1
+device = "cpu"
+[dataset]
+kind = "moons"
+[model]
+hidden = [64, 64]
+[train]
+method = "gaussian"
+noise_sigma = 0.15
+epochs = 20
+[optimizer]
+lr = 0.005
+[eval]
+eps = [0.1]
+norm = "l2"
+bounds = ["ibp", "crown"]
+[eval.smoothing]
+sigma = [0.15]
+n = 2000
+points = 20
+TOML
+"$BIN" run "$work/gaussian.toml" --out "$work/gaussian" --device cpu >/dev/null 2>"$work/gaussian.log" \
+  || { cat "$work/gaussian.log"; exit 1; }
+big "$BIN" gui --runs-dir "$work/none" --size 1450x1300 --inspect "$work/gaussian" \
+  --inspect-index 0 --inspect-eps 0.1 --inspect-smoothing --shot inspector="$OUT/smoothing-2d.png"
 ls -l "$OUT"

@@ -46,6 +46,10 @@ pub struct GuiArgs {
     /// With --inspect: the layer drawn as bars (0: the first hidden layer).
     #[arg(long, default_value_t = 0)]
     pub inspect_layer: usize,
+    /// With --inspect: tick the 2-D view's smoothed regions and noise cloud (a run with a
+    /// smoothed classifier) and wait for them.
+    #[arg(long)]
+    pub inspect_smoothing: bool,
 }
 
 impl GuiArgs {
@@ -65,6 +69,7 @@ impl GuiArgs {
             inspect_index,
             inspect_eps,
             inspect_layer,
+            inspect_smoothing,
         } = self;
         let parsed_size = size
             .split_once('x')
@@ -91,6 +96,7 @@ impl GuiArgs {
                 index: inspect_index,
                 eps: inspect_eps,
                 layer: inspect_layer,
+                smoothing: inspect_smoothing,
             }),
             ..Default::default()
         });

@@ -32,6 +32,9 @@ pub struct InspectShot {
     pub eps: Option<f64>,
     /// The layer whose bars and neuron are drawn (index into the inspected layers).
     pub layer: usize,
+    /// Tick the 2-D view's "smoothed regions" and "noise cloud and certified radius" (a run
+    /// with a smoothed classifier) and wait for both.
+    pub smoothing: bool,
 }
 
 impl App {
@@ -50,7 +53,18 @@ impl App {
             return false;
         }
         insp.layer = shot.layer;
-        !insp.busy() && !insp.smooth.busy() && insp.point.is_some() && insp.radii.is_some()
+        let answered =
+            !insp.busy() && !insp.smooth.busy() && insp.point.is_some() && insp.radii.is_some();
+        if !answered || !shot.smoothing {
+            return answered;
+        }
+        // Ticked only now: the smoothing jobs then draw from torch's seeded generator alone,
+        // as `certlab smooth` does. The tab is shown, as the overlay's jobs start when drawn.
+        insp.smooth.show_regions = true;
+        insp.smooth.show_cloud = true;
+        let settled = insp.smooth.settled(&shot.run_dir, insp.index);
+        self.tab = Tab::Inspector;
+        settled
     }
 
     /// One step of `make screenshots`.

@@ -3,6 +3,7 @@
 //! bars against the empirical range with the looseness of every method, the margin against
 //! eps with the radii, and one neuron's ReLU with each method's relaxation lines.
 use super::inspector::{InspectorPanel, STRIP};
+use super::smooth_overlay::eps_ball_drawn;
 use crate::config::{BoundMethod, Norm};
 use crate::inspector::{relu_lines, Interval, LayerInspection, Subject};
 use crate::metrics::PointStatus;
@@ -51,7 +52,8 @@ fn status_color(s: Option<PointStatus>) -> Color32 {
 // The point
 
 /// The 2-D view: regions, test points coloured by status at the slider's eps, their eps balls
-/// (or largest certified balls), the selected point ringed. Returns the clicked point.
+/// (or largest certified balls; only the selected point's under a noise cloud), the selected
+/// point ringed. Returns the clicked point.
 pub fn toy_view_ui(
     ui: &mut Ui,
     panel: &mut InspectorPanel,
@@ -103,6 +105,9 @@ pub fn toy_view_ui(
                 [1.0, 1.0],
             ));
             for (i, c) in map.points.iter().enumerate() {
+                if !eps_ball_drawn(cloud.is_some(), i, selected) {
+                    continue;
+                }
                 let st = statuses.as_ref().and_then(|s| s.of(i));
                 let radius = match (&statuses, largest) {
                     (Some(s), true) => s.radius.as_ref().and_then(|r| r.get(i)).copied(),

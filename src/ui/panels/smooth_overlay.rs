@@ -123,16 +123,39 @@ impl SmoothOverlay {
         }
     }
 
+    /// Whether the cloud shown is not test point `index`'s at the shown settings.
+    fn stale_cloud(&self, index: usize) -> bool {
+        let settings = self.settings();
+        self.cloud
+            .as_ref()
+            .is_none_or(|c| c.index != index || Some(c.settings) != settings)
+    }
+
+    /// Whether the regions shown are not the shown settings' smoothed classifier's.
+    fn stale_regions(&self) -> bool {
+        self.regions.as_ref().map(|r| Some(r.settings)) != Some(self.settings())
+    }
+
+    /// Whether everything the toggles ask for about `run_dir`'s test point `index` is on
+    /// screen (or failed, or the run has no smoothed classifier): what the screenshot
+    /// autopilot waits for. False until the overlay has been drawn for `run_dir`.
+    pub fn settled(&self, run_dir: &Path, index: usize) -> bool {
+        if self.source.as_deref() != Some(run_dir) {
+            return false;
+        }
+        if self.options.is_empty() || self.error.is_some() {
+            return true;
+        }
+        !self.busy()
+            && !(self.show_cloud && self.stale_cloud(index))
+            && !(self.show_regions && self.stale_regions())
+    }
+
     /// Starts a job the toggles ask for that is not answered for the shown settings: one at a
     /// time, the cloud first. The jobs seed torch's one global generator
     /// ([`crate::smooth_view::VIEW_SEED`]), so two at once would draw from each other's stream.
     fn request(&mut self, ui: &Ui, index: usize) {
-        let settings = self.settings();
-        let stale_cloud = self
-            .cloud
-            .as_ref()
-            .is_none_or(|c| c.index != index || Some(c.settings) != settings);
-        let stale_regions = self.regions.as_ref().map(|r| Some(r.settings)) != Some(settings);
+        let (stale_cloud, stale_regions) = (self.stale_cloud(index), self.stale_regions());
         if !self.busy() && self.show_cloud && stale_cloud {
             self.cloud_job = self.spawn(
                 ui,
@@ -170,7 +193,7 @@ impl SmoothOverlay {
                     "The smoothed classifier's majority class, {REGION_DRAWS} noise draws per cell"
                 ));
             ui.checkbox(&mut self.show_cloud, "noise cloud and certified radius")
-                .on_hover_text("The selected point's noise draws coloured by the base network, and its CERTIFY radius");
+                .on_hover_text("The selected point's noise draws coloured by the base network, and its CERTIFY radius; meanwhile only the selected point's eps ball is drawn, so the other balls do not cover its cloud");
             if self.options.len() > 1 {
                 let label = |s: &SmoothSettings| format!("{} σ {}", s.noise.name(), s.sigma);
                 let mut choice = self.choice;
@@ -270,6 +293,14 @@ impl SmoothOverlay {
     }
 }
 
+/// Whether the 2-D view draws test point `i`'s eps ball: every point's, except while a noise
+/// cloud is shown, when only the selected point's. A hundred overlapping balls would cover the
+/// cloud, and the balls certify the base network, not the smoothed classifier the cloud is
+/// about; the selected point's ball stays to be compared with its certified radius.
+pub fn eps_ball_drawn(cloud_shown: bool, i: usize, selected: usize) -> bool {
+    !cloud_shown || i == selected
+}
+
 impl CloudDrawing {
     /// The ball's outline: a 64-gon (l_2) or a diamond (l_1), closed.
     pub fn outline(&self) -> Vec<[f64; 2]> {
@@ -324,6 +355,17 @@ impl CloudDrawing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_a_cloud_only_the_selected_points_ball_is_drawn() {
+        let drawn = |cloud| {
+            (0..50)
+                .filter(|i| eps_ball_drawn(cloud, *i, 7))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(drawn(false), (0..50).collect::<Vec<_>>());
+        assert_eq!(drawn(true), vec![7]);
+    }
 
     #[test]
     fn the_ball_outline_is_at_the_radius_in_its_norm() {

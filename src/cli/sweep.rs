@@ -247,12 +247,7 @@ fn dry_run(file: &Path, jobs: usize) -> Result<i32> {
         spec.mode
     );
     for p in &points {
-        let overrides = p
-            .setting
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let overrides = crate::sweep::settings_label(&p.setting, false);
         let mem = estimate(&p.config).map_or("?".into(), |e| human(e.total_bytes));
         println!(
             "{}  seed {}  {}  memory about {mem}",
@@ -276,12 +271,7 @@ fn status(dir: &Path) -> Result<i32> {
     for p in &folder.points {
         let state = folder.state(p);
         *counts.entry(state.label()).or_insert(0) += 1;
-        let settings = p
-            .setting
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let settings = crate::sweep::settings_label(&p.setting, false);
         println!(
             "{:<12} {:<20} {:<12} {settings} seed={}",
             p.id,

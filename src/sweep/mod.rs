@@ -22,6 +22,23 @@ pub use report::{
 pub use slurm::{slurm_status, submit, write_sbatch, SlurmArgs};
 pub use spec::{is_integer, Axis, Mode, Scale, SlurmOptions, SweepSpec};
 
+/// A setting as `key=value` pairs joined by spaces, in key order (the CLI, the report and the
+/// Sweep tab all write settings this way); `short` keeps only the last part of each dotted key.
+pub fn settings_label(settings: &BTreeMap<String, toml::Value>, short: bool) -> String {
+    settings
+        .iter()
+        .map(|(k, v)| {
+            let k = if short {
+                k.rsplit('.').next().unwrap_or(k)
+            } else {
+                k
+            };
+            format!("{k}={v}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 use crate::config::ExperimentConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

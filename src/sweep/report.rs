@@ -282,12 +282,7 @@ impl SweepReport {
             "settings", "done", "clean", "pgd", self.pareto_metric
         ));
         for g in &self.groups {
-            let settings = g
-                .settings
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ");
+            let settings = super::settings_label(&g.settings, false);
             out.push_str(&format!(
                 "{} {:<40} {:>2}/{:<2} {:>15} {:>15} {:>15}\n",
                 if g.pareto { '*' } else { ' ' },

@@ -14,11 +14,7 @@ fn setting_text(g: &Group) -> String {
     if g.settings.is_empty() {
         return "(base)".into();
     }
-    g.settings
-        .iter()
-        .map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k)))
-        .collect::<Vec<_>>()
-        .join(" ")
+    crate::sweep::settings_label(&g.settings, true)
 }
 
 /// The 95% half-interval, or 0 for a single seed.
@@ -186,13 +182,9 @@ pub fn response_plot_ui(
         ) else {
             continue;
         };
-        let rest = g
-            .settings
-            .iter()
-            .filter(|(k, _)| *k != key)
-            .map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k)))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let mut others = g.settings.clone();
+        others.remove(key);
+        let rest = crate::sweep::settings_label(&others, true);
         lines.entry(rest).or_default().push((x, *s));
     }
     // A log x axis when the values span two decades or more (a weight grid 0.001 .. 1).

@@ -505,12 +505,7 @@ fn points_table_ui(ui: &mut Ui, view: &SweepView) {
             ui.end_row();
             for (i, p) in view.folder.points.iter().enumerate() {
                 ui.label(&p.id);
-                let settings = p
-                    .setting
-                    .iter()
-                    .map(|(k, v)| format!("{}={v}", k.rsplit('.').next().unwrap_or(k)))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let settings = crate::sweep::settings_label(&p.setting, true);
                 ui.label(settings);
                 ui.label(p.seed.to_string());
                 match &view.states[i] {

@@ -448,19 +448,22 @@ impl Microscope {
     }
 }
 
-/// The largest tested eps in `[0, limit]` where `holds` was true, by bisection (0 when it fails
-/// at 0, `limit` when it holds there).
-fn last_true(
-    mut holds: impl FnMut(f64) -> bool,
+/// Bisection over `[0, limit]` on a predicate `p` that holds up to some eps and fails beyond:
+/// `(last, first)`, the largest tested eps where `p` held (`None`: it fails at 0) and the
+/// smallest where it failed (`None`: it holds at `limit`). Every reported eps was tested.
+/// `None` when cancelled.
+#[allow(clippy::type_complexity)]
+fn bisect(
+    mut p: impl FnMut(f64) -> bool,
     limit: f64,
     steps: u32,
     cancel: &AtomicBool,
-) -> Option<f64> {
-    if !holds(0.0) {
-        return Some(0.0);
+) -> Option<(Option<f64>, Option<f64>)> {
+    if !p(0.0) {
+        return Some((None, Some(0.0)));
     }
-    if holds(limit) {
-        return Some(limit);
+    if p(limit) {
+        return Some((Some(limit), None));
     }
     let (mut lo, mut hi) = (0.0, limit);
     for _ in 0..steps {
@@ -468,42 +471,34 @@ fn last_true(
             return None;
         }
         let mid = 0.5 * (lo + hi);
-        if holds(mid) {
+        if p(mid) {
             lo = mid;
         } else {
             hi = mid;
         }
     }
-    Some(lo)
+    Some((Some(lo), Some(hi)))
 }
 
-/// The smallest tested eps in `[0, limit]` where `holds` was true, by bisection (`Some(None)`
-/// when it fails at `limit`).
+/// The largest tested eps in `[0, limit]` where `holds` was true (0 when it fails at 0).
+fn last_true(
+    holds: impl FnMut(f64) -> bool,
+    limit: f64,
+    steps: u32,
+    cancel: &AtomicBool,
+) -> Option<f64> {
+    bisect(holds, limit, steps, cancel).map(|(last, _)| last.unwrap_or(0.0))
+}
+
+/// The smallest tested eps in `[0, limit]` where `holds` was true (`Some(None)` when it fails
+/// at `limit`).
 fn first_true(
     mut holds: impl FnMut(f64) -> bool,
     limit: f64,
     steps: u32,
     cancel: &AtomicBool,
 ) -> Option<Option<f64>> {
-    if holds(0.0) {
-        return Some(Some(0.0));
-    }
-    if !holds(limit) {
-        return Some(None);
-    }
-    let (mut lo, mut hi) = (0.0, limit);
-    for _ in 0..steps {
-        if cancel.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mid = 0.5 * (lo + hi);
-        if holds(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    Some(Some(hi))
+    bisect(|e| !holds(e), limit, steps, cancel).map(|(_, first)| first)
 }
 
 #[cfg(test)]

@@ -162,4 +162,47 @@ fn verify_json_has_the_documented_shape_and_consistent_counts() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--norm"));
+    // So is a thread count of 0; one thread gives the same verdicts (same JSON but seconds).
+    let o = certlab()
+        .args([
+            "verify",
+            run.to_str().unwrap(),
+            "--eps",
+            "0.1",
+            "--threads",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--threads 0"));
+    let o = certlab()
+        .args([
+            "verify",
+            run.to_str().unwrap(),
+            "--eps",
+            "0.08",
+            "--n",
+            "40",
+        ])
+        .args(["--timeout-s", "2", "--json", "--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let one: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let verdicts = |v: &serde_json::Value| -> Vec<String> {
+        v["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["verdict"].to_string())
+            .collect()
+    };
+    // (A point that ran out of time in either pass says nothing.)
+    for (a, b) in verdicts(&one).iter().zip(verdicts(&v)) {
+        assert!(
+            a == &b || a.contains("timeout") || b.contains("timeout"),
+            "{a} vs {b}"
+        );
+    }
 }

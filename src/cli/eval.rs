@@ -49,6 +49,9 @@ pub struct EvalArgs {
     /// Points per batch.
     #[arg(long, default_value_t = 256)]
     pub batch: i64,
+    /// Torch threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// What `certlab eval` evaluates; the command line's `--methods`.
@@ -106,6 +109,7 @@ impl EvalArgs {
     /// test points. Prints a table, or one JSON object with `--json`. Returns the exit code
     /// (3 when a bound certifies a point that PGD breaks).
     pub fn run(&self) -> Result<i32> {
+        super::set_threads(self.threads)?;
         let opts = self;
         if !(opts.eps.is_finite() && opts.eps >= 0.0) {
             bail!("--eps {}: expected a finite value >= 0", opts.eps);

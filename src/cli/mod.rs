@@ -72,6 +72,17 @@ pub enum Cmd {
     Verify(verify::VerifyArgs),
 }
 
+/// `--threads N` of the commands that take it: torch's intra-op threads (`None`: one per core).
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            anyhow::bail!("--threads 0: give at least 1");
+        }
+        tch::set_num_threads(t as i32);
+    }
+    Ok(())
+}
+
 /// Runs the command; returns the process exit code.
 pub fn main_with(cli: Cli) -> Result<i32> {
     match cli.command {

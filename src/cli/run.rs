@@ -43,12 +43,7 @@ impl RunArgs {
             dry_run,
             threads,
         } = self;
-        if let Some(t) = threads {
-            if t == 0 {
-                bail!("--threads 0: give at least 1");
-            }
-            tch::set_num_threads(t as i32);
-        }
+        super::set_threads(threads)?;
         let mut cfg = ExperimentConfig::load(&preset)?;
         if let Some(e) = epochs {
             cfg.train.epochs = e;

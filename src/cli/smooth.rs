@@ -49,6 +49,9 @@ pub struct SmoothArgs {
     pub best: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Torch threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 impl SmoothArgs {
@@ -89,6 +92,7 @@ impl SmoothArgs {
 
     /// Certifies the first `--points` test points and prints the certificates (table or JSON).
     pub fn run(&self) -> Result<()> {
+        super::set_threads(self.threads)?;
         let params = self.params()?;
         let trained = load_trained(&self.run_dir, &self.device, self.best)?;
         let (x, y) = trained.first_test_points(self.points);

@@ -43,10 +43,14 @@ pub struct VerifyArgs {
     /// auto, cpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Torch threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 impl VerifyArgs {
     pub fn run(&self) -> Result<i32> {
+        super::set_threads(self.threads)?;
         if !(self.eps.is_finite() && self.eps >= 0.0) {
             bail!("--eps {}: expected a finite value >= 0", self.eps);
         }

@@ -39,7 +39,8 @@ for sweep, key, label in [("smooth-gaussian", "smoothing", "Gaussian smoothing")
                           ("smooth-lip", "lipschitz", "Lipschitz-trained MLP, certificate")]:
     groups = {}
     for run in sorted(glob.glob(os.path.join(out, sweep, "p*-s*"))):
-        if not os.path.exists(os.path.join(run, "metrics.jsonl")):
+        summary = os.path.join(run, "summary.json")
+        if not os.path.exists(summary) or json.load(open(summary)).get("outcome") != "completed":
             continue
         rec = reported(run)
         cfg = open(os.path.join(run, "config.toml")).read()

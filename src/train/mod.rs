@@ -204,7 +204,7 @@ fn run_epochs(
         lip.report(net, epoch, &mut rec, rep);
         rec.time_s = rep.elapsed_secs();
         set_phase(format!("saving the model of epoch {epoch}"));
-        rep.record(&rec, net)?;
+        rep.record(&rec, net, cfg)?;
         rep.log(Level::Info, epoch_summary(&rec, cfg.train.epochs));
         set_phase(format!("drawing the decision map of epoch {epoch}"));
         if let Some(map) = evaluator.decision_map(net, data, epoch) {

@@ -105,7 +105,7 @@ pub fn bench_bounds_cmd(
             } else {
                 steps.max(1)
             } as i64;
-            let secs = time_row(arch, row, dev, batch, count)?;
+            let (count, secs) = time_row(arch, row, dev, batch, count)?;
             println!(
                 "certlab {:<10} {:<17} {:>9.0} samples/s ({count} steps in {secs:.2} s)",
                 arch.name(),
@@ -117,11 +117,12 @@ pub fn bench_bounds_cmd(
     Ok(())
 }
 
-/// Seconds for `count` steps of `row` after one untimed step. Every row starts from the same
+/// Steps done and seconds taken for at least `count` steps of `row` (and at least
+/// [`MIN_SECONDS`]) after one untimed step. Every row starts from the same
 /// fresh network (seeded), as the peer script does: the exact bounds get cheaper as training
 /// stabilises neurons, so timing one method on a network the previous ones trained would
 /// flatter it.
-fn time_row(arch: Arch, row: Row, dev: tch::Device, batch: i64, count: i64) -> Result<f64> {
+fn time_row(arch: Arch, row: Row, dev: tch::Device, batch: i64, count: i64) -> Result<(i64, f64)> {
     let ball = Ball {
         eps: 0.1,
         norm: Norm::Linf,
@@ -173,9 +174,16 @@ fn time_row(arch: Arch, row: Row, dev: tch::Device, batch: i64, count: i64) -> R
         opt.step();
     };
     step(0);
+    // At least `count` steps and at least a second: the fast rows take a few milliseconds
+    // a step, and 30 of them are too short a time to measure on a shared machine.
     let t0 = Instant::now();
-    for b in 1..=count {
-        step(b);
+    let mut done = 0;
+    while done < count || t0.elapsed().as_secs_f64() < MIN_SECONDS {
+        done += 1;
+        step(done);
     }
-    Ok(t0.elapsed().as_secs_f64())
+    Ok((done, t0.elapsed().as_secs_f64()))
 }
+
+/// The shortest time a row is measured over (the peer script uses the same).
+const MIN_SECONDS: f64 = 1.0;

@@ -294,3 +294,217 @@ impl Relaxer<'_> {
         }
     }
 }
+
+/// The patches pass against the dense one (`super::tests::DENSE_ONLY` forces the dense pass).
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{conv, lin, net64, opts, DENSE_ONLY};
+    use super::super::*;
+    use super::*;
+    use crate::model::{LayerSpec, Network};
+    use tch::Device;
+
+    /// Convnets whose convolutions cover the cases the patches' geometry must get right: stride 1
+    /// and 2, padding 0 to 2, kernels 2 to 5, windows that leave the map on the bottom and right
+    /// only (7 -> 3 with stride 2), three convolutions deep, with and without normalisation.
+    fn patch_nets(seed: i64) -> Vec<(Network, Vec<i64>)> {
+        let norm = LayerSpec::Normalize {
+            mean: vec![0.3, 0.5],
+            std: vec![0.6, 0.8],
+        };
+        let a = vec![
+            norm,
+            conv(2, 3, 4, 2, 1),
+            LayerSpec::Relu,
+            conv(3, 4, 3, 1, 1),
+            LayerSpec::Relu,
+            conv(4, 3, 2, 2, 0),
+            LayerSpec::Relu,
+            LayerSpec::Flatten,
+            lin(12, 4),
+        ];
+        let b = vec![
+            conv(1, 3, 5, 1, 2),
+            LayerSpec::Relu,
+            conv(3, 4, 3, 2, 0),
+            LayerSpec::Relu,
+            LayerSpec::Flatten,
+            lin(36, 3),
+        ];
+        vec![
+            (net64(a, &[2, 9, 9], 4, seed), vec![2, 9, 9]),
+            (net64(b, &[1, 8, 7], 3, seed), vec![1, 8, 7]),
+        ]
+    }
+
+    #[test]
+    fn patches_equal_the_dense_pass() {
+        // Every row choice, both relaxations and both norms: the bounds of each conv neuron in
+        // patches form equal the dense pass's, and so do the margins and their gradients.
+        for seed in [0] {
+            for (net, input) in patch_nets(seed) {
+                let layers = walked(&net);
+                let mut shape = vec![4];
+                shape.extend_from_slice(&input);
+                tch::manual_seed(7 + seed);
+                let x = Tensor::rand(shape.as_slice(), opts());
+                let y = Tensor::randint(net.num_classes, [4], (Kind::Int64, Device::Cpu));
+                for (norm, eps) in [(Norm::Linf, 0.08), (Norm::L2, 0.5)] {
+                    let ball = Ball { eps, norm };
+                    for relax in [Relaxation::Crown, Relaxation::Fastlin] {
+                        let relaxed = Relaxed {
+                            relax,
+                            inter: Intermediate::Exact,
+                        };
+                        let r = Relaxer::new(&layers, &x, ball, relaxed);
+                        let mut checked = 0;
+                        for i in 1..layers.len() {
+                            if !(matches!(layers[i], Layer::Relu) && r.patches_apply(i)) {
+                                continue;
+                            }
+                            let shape = &r.shapes[i];
+                            let (co, plane) = (shape[0], shape[1] * shape[2]);
+                            let n = co * plane;
+                            let every = Tensor::arange(n, (Kind::Int64, Device::Cpu));
+                            let dense = r.dense_rows_bounds(i, &every, None);
+                            // All positions, then a random half of them (in random order).
+                            let all = Tensor::arange(plane, (Kind::Int64, Device::Cpu));
+                            let some = Tensor::rand([plane], opts()).argsort(0, false).narrow(
+                                0,
+                                0,
+                                plane / 2 + 1,
+                            );
+                            for (what, loc) in [("all positions", all), ("some positions", some)] {
+                                let (pl, pu) =
+                                    r.patch_bounds(i, &loc, relax == Relaxation::Fastlin, None);
+                                let pick = |t: &Tensor| {
+                                    t.reshape([4, co, plane])
+                                        .index_select(2, &loc)
+                                        .transpose(1, 2)
+                                };
+                                for (side, dt, pt) in
+                                    [("lower", pick(&dense.0), pl), ("upper", pick(&dense.1), pu)]
+                                {
+                                    let diff = (dt - pt).abs().max().double_value(&[]);
+                                    assert!(
+                                        diff < 1e-10,
+                                        "seed {seed} {norm:?} {relax:?} layer {i} {what} {side}: patches differ by {diff:e}"
+                                    );
+                                }
+                            }
+                            checked += 1;
+                        }
+                        assert!(checked >= 1, "no conv layer took the patches path");
+                        // End to end, with gradients with respect to the weights.
+                        let run = |dense: bool| {
+                            DENSE_ONLY.with(|d| d.set(dense));
+                            for v in net.vs.trainable_variables() {
+                                let mut g = v.grad();
+                                if g.defined() {
+                                    let _ = g.zero_();
+                                }
+                            }
+                            let m = margin_lower_relaxed(&net, &x, &y, ball, relaxed);
+                            m.sum(Kind::Double).backward();
+                            DENSE_ONLY.with(|d| d.set(false));
+                            let grads: Vec<Tensor> = net
+                                .vs
+                                .trainable_variables()
+                                .iter()
+                                .map(|v| v.grad().copy())
+                                .collect();
+                            (m, grads)
+                        };
+                        let (m_dense, g_dense) = run(true);
+                        let (m_patch, g_patch) = run(false);
+                        let diff = (&m_dense - &m_patch).abs().max().double_value(&[]);
+                        assert!(
+                            diff < 1e-10,
+                            "{norm:?} {relax:?}: margins differ by {diff:e}"
+                        );
+                        for (gd, gp) in g_dense.iter().zip(&g_patch) {
+                            let diff = (gd - gp).abs().max().double_value(&[]);
+                            assert!(
+                                diff < 1e-9,
+                                "{norm:?} {relax:?}: gradients differ by {diff:e}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shared_slopes_in_patches_form_equal_the_dense_pass() {
+        // alpha-CROWN's bounds of a convolution's neurons with slopes shared by the rows take the
+        // patches path: for random slopes, the bounds and their gradients with respect to the
+        // slopes equal the dense pass's.
+        for (net, input) in patch_nets(3) {
+            let layers = walked(&net);
+            let mut shape = vec![3];
+            shape.extend_from_slice(&input);
+            tch::manual_seed(11);
+            let x = Tensor::rand(shape.as_slice(), opts());
+            let ball = Ball {
+                eps: 0.08,
+                norm: Norm::Linf,
+            };
+            let r = Relaxer::new(&layers, &x, ball, BoundMethod::Crown.relaxed().unwrap());
+            for j in (1..layers.len())
+                .filter(|&j| matches!(layers[j], Layer::Relu) && r.patches_apply(j))
+            {
+                let slopes: Vec<Option<Tensor>> = (0..layers.len())
+                    .map(|i| {
+                        (i < j && r.lines[i].is_some()).then(|| {
+                            let mut s = vec![3, 1];
+                            s.extend_from_slice(&r.shapes[i]);
+                            Tensor::rand(s.as_slice(), opts()).set_requires_grad(true)
+                        })
+                    })
+                    .collect();
+                let vars: Vec<Tensor> =
+                    slopes.iter().flatten().map(|t| t.shallow_clone()).collect();
+                if vars.is_empty() {
+                    // The first ReLU: nothing before it to take slopes.
+                    continue;
+                }
+                let lines = r.lines[j].as_ref().unwrap();
+                let (l, u) = (lines.l.squeeze_dim(1), lines.u.squeeze_dim(1));
+                let every = l.lt(f64::INFINITY);
+                let (pl, pu) = r.patch_bounds_at(
+                    j,
+                    &l.flatten(1, -1),
+                    &u.flatten(1, -1),
+                    &every,
+                    Some(&slopes),
+                );
+                let n: i64 = r.shapes[j].iter().product();
+                let eye = Tensor::eye(n, opts());
+                let mut full = vec![1, 2 * n];
+                full.extend_from_slice(&r.shapes[j]);
+                let lambda = Tensor::cat(&[&eye, &eye.neg()], 0).reshape(full.as_slice());
+                let pass = crate::bounds::relax::Pass {
+                    slopes: Some(&slopes),
+                    ..Default::default()
+                };
+                let (lam, off) = r.backward_pass(j, lambda, pass);
+                let both = crate::bounds::input::input_minimum(&lam, &r.x, ball, false).0 + off;
+                let (dl, du) = (both.narrow(1, 0, n), both.narrow(1, n, n).neg());
+                for (side, d, p) in [("lower", &dl, &pl), ("upper", &du, &pu)] {
+                    let diff = (d - p).abs().max().double_value(&[]);
+                    assert!(diff < 1e-10, "layer {j} {side}: patches differ by {diff:e}");
+                }
+                let weights = Tensor::rand([3, n], opts());
+                let grads = |lo: &Tensor, hi: &Tensor| {
+                    let loss = ((lo - hi) * &weights).sum(Kind::Double);
+                    Tensor::run_backward(&[loss], &vars, true, false)
+                };
+                for (gd, gp) in grads(&dl, &du).iter().zip(grads(&pl, &pu).iter()) {
+                    let diff = (gd - gp).abs().max().double_value(&[]);
+                    assert!(diff < 1e-9, "layer {j}: slope gradients differ by {diff:e}");
+                }
+            }
+        }
+    }
+}

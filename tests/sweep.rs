@@ -9,6 +9,13 @@ fn certlab() -> Command {
     Command::new(env!("CARGO_BIN_EXE_certlab"))
 }
 
+/// `certlab sweep SPEC --out OUT EXTRA..`.
+fn sweep_cmd(spec: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = certlab();
+    c.arg("sweep").arg(spec).arg("--out").arg(out).args(extra);
+    c
+}
+
 fn manifest(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
@@ -52,14 +59,7 @@ fn a_local_sweep_writes_every_point_and_the_report_aggregates_them() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = sweep_file(tmp.path(), "lr", "[0.003, 0.03]", "[0, 1]", 2);
     let out = tmp.path().join("out");
-    let o = certlab()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .args(["--jobs", "2"])
-        .output()
-        .unwrap();
+    let o = sweep_cmd(&spec, &out, &["--jobs", "2"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let dir = out.join("lr");
     let points: Vec<Value> = std::fs::read_to_string(dir.join("points.jsonl"))
@@ -115,13 +115,7 @@ fn a_local_sweep_writes_every_point_and_the_report_aggregates_them() {
     assert!(csv.starts_with("optimizer.lr,n_done,"), "{csv}");
     assert_eq!(csv.lines().count(), 3);
     // Running it again resumes: nothing left to do, nothing rerun.
-    let again = certlab()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let again = sweep_cmd(&spec, &out, &[]).output().unwrap();
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("4/4 done (4 from before)"), "{err}");
     assert!(!dir.join("attempts").exists());
@@ -132,13 +126,7 @@ fn a_bad_point_is_refused_before_anything_starts() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = sweep_file(tmp.path(), "bad", "[0.01, -0.5]", "[0, 3]", 1);
     let out = tmp.path().join("out");
-    let o = certlab()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = sweep_cmd(&spec, &out, &[]).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -148,14 +136,7 @@ fn a_bad_point_is_refused_before_anything_starts() {
     assert!(!out.exists(), "nothing is written for an invalid sweep");
     // --dry-run prints the points of a good sweep and creates nothing.
     let spec = sweep_file(tmp.path(), "good", "[0.01, 0.02, 0.03]", "[0, 1]", 1);
-    let o = certlab()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--dry-run")
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = sweep_cmd(&spec, &out, &["--dry-run"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("6 points"), "{text}");
@@ -179,13 +160,7 @@ fn a_point_that_cannot_fit_is_refused_before_any_starts() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let o = certlab()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = sweep_cmd(&spec, &out, &[]).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -212,12 +187,7 @@ fn a_sweep_killed_with_sigkill_resumes_where_it_stopped() {
     let spec = sweep_file(tmp.path(), "k", "[0.01, 0.02, 0.03]", "[0]", 60);
     let out = tmp.path().join("out");
     let dir = out.join("k");
-    let mut child = certlab()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .args(["--jobs", "1", "--threads", "1"])
+    let mut child = sweep_cmd(&spec, &out, &["--jobs", "1", "--threads", "1"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -249,14 +219,7 @@ fn a_sweep_killed_with_sigkill_resumes_where_it_stopped() {
         text.contains("1 done") && text.contains("1 cancelled"),
         "{text}"
     );
-    let o = certlab()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .args(["--jobs", "1"])
-        .output()
-        .unwrap();
+    let o = sweep_cmd(&spec, &out, &["--jobs", "1"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for id in ["p0000-s0", "p0001-s0", "p0002-s0"] {
         assert!(done(id), "{id}");
@@ -275,12 +238,7 @@ fn ctrl_c_stops_every_running_point_cleanly() {
     let spec = sweep_file(tmp.path(), "c", "[0.01, 0.02, 0.03]", "[0]", 60);
     let out = tmp.path().join("out");
     let dir = out.join("c");
-    let child = certlab()
-        .arg("sweep")
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .args(["--jobs", "2", "--threads", "1"])
+    let child = sweep_cmd(&spec, &out, &["--jobs", "2", "--threads", "1"])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -345,13 +303,8 @@ fn a_sweep_runs_as_a_job_array_on_a_real_one_node_slurm() {
     let spec = sweep_file(tmp.path(), "sl", "[0.003, 0.03]", "[0, 1]", 2);
     let out = tmp.path().join("shared");
     let sweep = |extra: &[&str]| {
-        certlab()
+        sweep_cmd(&spec, &out, &["--backend", "slurm", "--cpus-per-task", "1"])
             .env("SLURM_CONF", &conf)
-            .arg("sweep")
-            .arg(&spec)
-            .arg("--out")
-            .arg(&out)
-            .args(["--backend", "slurm", "--cpus-per-task", "1"])
             .args(extra)
             .output()
             .unwrap()

@@ -39,6 +39,16 @@ fn train(dir: &Path) -> std::path::PathBuf {
     common::train(dir, PRESET)
 }
 
+/// `certlab verify RUN ARGS..`.
+fn verify(run: &Path, args: &[&str]) -> std::process::Output {
+    certlab()
+        .arg("verify")
+        .arg(run)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn keys(v: &serde_json::Value) -> BTreeSet<String> {
     v.as_object().unwrap().keys().cloned().collect()
 }
@@ -84,18 +94,10 @@ fn evaluations_carry_verified_accuracy_between_the_bounds_and_pgd() {
 fn verify_json_has_the_documented_shape_and_consistent_counts() {
     let tmp = tempfile::tempdir().unwrap();
     let run = train(tmp.path());
-    let o = certlab()
-        .args([
-            "verify",
-            run.to_str().unwrap(),
-            "--eps",
-            "0.08",
-            "--n",
-            "40",
-        ])
-        .args(["--timeout-s", "2", "--json"])
-        .output()
-        .unwrap();
+    let o = verify(
+        &run,
+        &["--eps", "0.08", "--n", "40", "--timeout-s", "2", "--json"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let top: BTreeSet<String> = [
@@ -149,45 +151,27 @@ fn verify_json_has_the_documented_shape_and_consistent_counts() {
         "unknown counts unknown and timeout"
     );
     // A bad flag is named.
-    let o = certlab()
-        .args([
-            "verify",
-            run.to_str().unwrap(),
-            "--eps",
-            "0.1",
-            "--norm",
-            "l3",
-        ])
-        .output()
-        .unwrap();
+    let o = verify(&run, &["--eps", "0.1", "--norm", "l3"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--norm"));
     // So is a thread count of 0; one thread gives the same verdicts (same JSON but seconds).
-    let o = certlab()
-        .args([
-            "verify",
-            run.to_str().unwrap(),
-            "--eps",
-            "0.1",
-            "--threads",
-            "0",
-        ])
-        .output()
-        .unwrap();
+    let o = verify(&run, &["--eps", "0.1", "--threads", "0"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--threads 0"));
-    let o = certlab()
-        .args([
-            "verify",
-            run.to_str().unwrap(),
+    let o = verify(
+        &run,
+        &[
             "--eps",
             "0.08",
             "--n",
             "40",
-        ])
-        .args(["--timeout-s", "2", "--json", "--threads", "1"])
-        .output()
-        .unwrap();
+            "--timeout-s",
+            "2",
+            "--json",
+            "--threads",
+            "1",
+        ],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let one: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let verdicts = |v: &serde_json::Value| -> Vec<String> {

@@ -6,13 +6,14 @@
 use certlab::config::ExperimentConfig;
 use certlab::metrics::{DecisionMap, PointStatus};
 use certlab::protocol::Event;
-use certlab::ui::{App, Spawner, Tab};
-use certlab::worker::WorkerHandle;
+use certlab::ui::{App, Tab};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use egui_plot::PlotPoint;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+mod window;
 
 mod common;
 
@@ -56,16 +57,9 @@ fn step_until(h: &mut Harness<'static, App>, secs: u64, done: impl Fn(&App) -> b
 fn clicking_a_point_in_the_2d_view_opens_it_in_the_inspector() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = train(tmp.path());
-    let (cmd_tx, _cmd_rx) = crossbeam_channel::unbounded();
-    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let spawner: Spawner = Box::new(move |_cfg, _target, _wake| {
-        Ok(WorkerHandle::from_channels(cmd_tx.clone(), ev_rx.clone()))
-    });
     let runs = tmp.path().join("runs");
     let cfg = ExperimentConfig::default_experiment();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |_cc| App::new(cfg, runs, spawner));
+    let (mut h, _cmd_rx, ev_tx) = window::fake_window(runs, cfg, [1400.0, 900.0]);
     h.run_steps(2);
     h.get_by_label("▶ Start").click();
     h.run_steps(1);

@@ -7,14 +7,15 @@
 use certlab::config::{ExperimentConfig, Noise};
 use certlab::run;
 use certlab::smooth_view::{run_smooth_job, SmoothAnswer, SmoothJob, SmoothSettings, VIEW_SEED};
-use certlab::ui::{App, Spawner, Tab};
-use certlab::worker::WorkerHandle;
+use certlab::ui::{App, Tab};
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
+
+mod window;
 
 mod common;
 
@@ -174,15 +175,12 @@ fn the_inspectors_2d_view_draws_smoothed_regions_and_the_cli_radius() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = train(tmp.path());
     let s = settings(&run_dir);
-    let (cmd_tx, _cmd_rx) = crossbeam_channel::unbounded();
-    let (_ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let spawner: Spawner = Box::new(move |_cfg, _target, _wake| {
-        Ok(WorkerHandle::from_channels(cmd_tx.clone(), ev_rx.clone()))
-    });
     let runs = tmp.path().to_path_buf();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |_cc| App::new(ExperimentConfig::default_experiment(), runs, spawner));
+    let (mut h, _cmd_rx, _ev_tx) = window::fake_window(
+        runs,
+        ExperimentConfig::default_experiment(),
+        [1400.0, 900.0],
+    );
     h.state_mut().tab = Tab::Inspector;
     h.run_steps(2);
     let ctx = h.ctx.clone();

@@ -7,13 +7,13 @@
 //! in one process would draw from the same global generator.
 use certlab::config::ExperimentConfig;
 use certlab::smooth_view::VIEW_SEED;
-use certlab::ui::{App, Autopilot, InspectShot, Spawner, Tab};
-use certlab::worker::WorkerHandle;
+use certlab::ui::{Autopilot, InspectShot, Tab};
 use egui_kittest::kittest::{NodeT, Queryable};
-use egui_kittest::Harness;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+mod window;
 
 const BIN: &str = env!("CARGO_BIN_EXE_certlab");
 
@@ -64,15 +64,12 @@ points = 4
 fn the_autopilot_ticks_the_smoothing_toggles_and_waits_for_their_answers() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = train(tmp.path());
-    let (cmd_tx, _cmd_rx) = crossbeam_channel::unbounded();
-    let (_ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let spawner: Spawner = Box::new(move |_cfg, _target, _wake| {
-        Ok(WorkerHandle::from_channels(cmd_tx.clone(), ev_rx.clone()))
-    });
     let runs = tmp.path().to_path_buf();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |_cc| App::new(ExperimentConfig::default_experiment(), runs, spawner));
+    let (mut h, _cmd_rx, _ev_tx) = window::fake_window(
+        runs,
+        ExperimentConfig::default_experiment(),
+        [1400.0, 900.0],
+    );
     h.run_steps(1);
     // No shots and no quit: the autopilot hands itself back (None) once it is ready.
     let mut autopilot = Autopilot::default();

@@ -5,12 +5,12 @@
 //! the same numbers in its cells and the rows labelled by trained-for norm.
 use certlab::config::{ExperimentConfig, Norm};
 use certlab::metrics::EvalRecord;
-use certlab::ui::{App, Spawner, Tab};
-use certlab::worker::WorkerHandle;
+use certlab::ui::Tab;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::Harness;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+mod window;
 
 /// A run folder trained for `norm` whose last record has the cross-norm numbers `cross`.
 fn write_run(dir: &Path, name: &str, norm: Norm, cross: &[(&str, &str, f64)]) {
@@ -62,17 +62,12 @@ fn run_table_and_heat_map_show_the_records_cross_norm_numbers() {
         Norm::L2,
         &[("l2", "0.5", 0.583), ("linf", "0.1", 0.146)],
     );
-    let (cmd_tx, _cmd_rx) = crossbeam_channel::unbounded();
-    let (_ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let spawner: Spawner = Box::new(move |_cfg, _target, _wake| {
-        Ok(WorkerHandle::from_channels(cmd_tx.clone(), ev_rx.clone()))
-    });
     let runs_dir = tmp.path().to_path_buf();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1800.0, 1000.0))
-        .build_eframe(move |_cc| {
-            App::new(ExperimentConfig::default_experiment(), runs_dir, spawner)
-        });
+    let (mut h, _cmd_rx, _ev_tx) = window::fake_window(
+        runs_dir,
+        ExperimentConfig::default_experiment(),
+        [1800.0, 1000.0],
+    );
     h.state_mut().tab = Tab::Runs;
     h.run_steps(2);
     assert_eq!(h.state().library.runs.len(), 2);

@@ -5,25 +5,18 @@
 use certlab::config::ExperimentConfig;
 use certlab::metrics::{EvalRecord, SmoothingCurve};
 use certlab::protocol::Event;
-use certlab::ui::{App, Spawner, Tab};
-use certlab::worker::WorkerHandle;
+use certlab::ui::Tab;
 use egui_kittest::kittest::Queryable;
-use egui_kittest::Harness;
+
+mod window;
 
 #[test]
 fn smoothing_tab_and_designer_fields() {
     let tmp = tempfile::tempdir().unwrap();
-    let (cmd_tx, _cmd_rx) = crossbeam_channel::unbounded();
-    let (ev_tx, ev_rx) = crossbeam_channel::unbounded();
-    let spawner: Spawner = Box::new(move |_cfg, _target, _wake| {
-        Ok(WorkerHandle::from_channels(cmd_tx.clone(), ev_rx.clone()))
-    });
     let mut cfg = ExperimentConfig::default_experiment();
     cfg.train.epochs = 2;
     let runs_dir = tmp.path().to_path_buf();
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_eframe(move |_cc| App::new(cfg, runs_dir, spawner));
+    let (mut h, _cmd_rx, ev_tx) = window::fake_window(runs_dir, cfg, [1400.0, 900.0]);
     h.run_steps(2);
     // The designer: smoothing is off, "+" adds a level and shows the settings.
     assert!(h.query_by_label("Smoothing noise").is_none());

@@ -316,9 +316,10 @@ fn refresh(r: &mut Relaxer, j: usize, rows: &Rows, slopes: &Slopes, bounds: &mut
         .collect();
     let (fl, fu) = (bl.flatten(1, -1), bu.flatten(1, -1));
     let (lo, hi) = if r.patches_apply(j) && patches::shared_slopes(&alphas) {
-        // A convolution's neurons: in patches form, then the rows' entries.
-        let unstable = bl.lt(0.0).logical_and(&bu.gt(0.0));
-        let (pl, pu) = r.patch_bounds_at(j, &fl, &fu, &unstable, Some(&alphas));
+        // A convolution's neurons: in patches form at the rows' positions, then the rows'
+        // entries (the same neurons the dense pass bounds).
+        let picked = rows.scatter(&fl.zeros_like(), &rows.gather(&fl).ones_like());
+        let (pl, pu) = r.patch_bounds_at(j, &fl, &fu, &picked.gt(0.0), Some(&alphas));
         (rows.gather(&pl), rows.gather(&pu))
     } else {
         let lambda = rows.spec(shape, opts);

@@ -141,19 +141,19 @@ impl Relaxer<'_> {
     }
 
     /// [`Relaxer::exact_bounds`] in patches form: every channel at each grid position where
-    /// some example has an unstable neuron (`unstable`, `[B, ..]`); `[B, n]` bounds (`il`, `iu`
-    /// elsewhere). `slopes` as in [`Relaxer::patch_bounds`].
+    /// some example has a neuron in `wanted` (`[B, ..]`, e.g. the unstable ones); `[B, n]`
+    /// bounds (`il`, `iu` elsewhere). `slopes` as in [`Relaxer::patch_bounds`].
     pub(super) fn patch_bounds_at(
         &self,
         i: usize,
         il: &Tensor,
         iu: &Tensor,
-        unstable: &Tensor,
+        wanted: &Tensor,
         slopes: Option<&[Option<Tensor>]>,
     ) -> (Tensor, Tensor) {
         let shape = &self.shapes[i];
         let (b, co, plane) = (il.size()[0], shape[0], shape[1] * shape[2]);
-        let loc = unstable
+        let loc = wanted
             .reshape([b, co, plane])
             .any_dim(0, false)
             .any_dim(0, false)
